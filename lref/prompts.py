@@ -1,0 +1,74 @@
+"""Prompt builders for relevance judgments.
+
+Static text (instruction, label definitions, answer format) comes first and the query-product pair
+comes last, so a serving engine can reuse the cached prefix across pairs. Query and product text are
+untrusted: special-token markers are stripped from them before they reach a chat template.
+"""
+
+from __future__ import annotations
+
+import re
+
+from lref.labels import LabelScheme
+
+INSTRUCTION = (
+    "You are an e-commerce search relevance judge. Given a shopper's search query and a product, "
+    "decide how relevant the product is to the query. Judge the core product type and function first, "
+    "then the modifiers the query names: brand, model, size, colour and other attributes."
+)
+
+# Markers of common chat templates and special tokens: <|im_start|>, <|endoftext|>, <s>, [INST], <<SYS>> ...
+_GENERIC_SPECIAL = re.compile(r"<\|[^<>|]{0,64}\|>|</?s>|\[/?INST\]|<</?SYS>>|<unk>|<pad>|<mask>|<bos>|<eos>")
+
+
+def sanitize(text: str, tokenizer=None) -> str:
+    """Remove special-token strings from untrusted text, so it cannot open or close chat turns.
+
+    Removal repeats until nothing changes, so nested fragments cannot reassemble a marker.
+    """
+    specials: list[str] = []
+    if tokenizer is not None:
+        specials = [t for t in getattr(tokenizer, "all_special_tokens", []) if t]
+        added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+        specials += [t.content for t in added.values() if getattr(t, "special", False) and t.content]
+        specials = sorted(set(specials), key=len, reverse=True)
+    prev = None
+    while prev != text:
+        prev = text
+        for tok in specials:
+            text = text.replace(tok, "")
+        text = _GENERIC_SPECIAL.sub("", text)
+    return text
+
+
+def system_text(scheme: LabelScheme) -> str:
+    defs = "\n".join(f"- {g.verbalizer}: {g.definition}" for g in scheme.grades)
+    choices = ", ".join(scheme.verbalizers)
+    return f"{INSTRUCTION}\n\nGrades:\n{defs}\n\nAnswer with exactly one of: {choices}."
+
+
+def user_text(query: str, product_text: str, tokenizer=None) -> str:
+    return f"Query: {sanitize(query, tokenizer)}\n\nProduct:\n{sanitize(product_text, tokenizer)}"
+
+
+def judgment_messages(query: str, product_text: str, scheme: LabelScheme, tokenizer=None) -> list[dict]:
+    """Chat messages of the direct-judgment prompt; the answer is the next assistant token."""
+    return [
+        {"role": "system", "content": system_text(scheme)},
+        {"role": "user", "content": user_text(query, product_text, tokenizer)},
+    ]
+
+
+def render(tokenizer, messages: list[dict]) -> str:
+    """Prompt text up to the assistant's first answer token, with the model's chat template.
+
+    Tokenizers without a chat template get a plain, equally ordered layout.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    body = "\n\n".join(m["content"] for m in messages)
+    return f"{body}\n\nAnswer: "
+
+
+def judgment_prompt(tokenizer, query: str, product_text: str, scheme: LabelScheme) -> str:
+    return render(tokenizer, judgment_messages(query, product_text, scheme, tokenizer))

@@ -1,0 +1,95 @@
+"""Multi-stage YAML recipes: a list of `lref` subcommands run in order in one run folder.
+
+A recipe has free sections (model / data / train / eval, ...) and a `stages` list. Each stage names a
+subcommand and its flags; string values may use `{out}` (the run folder) and `{section.key}` to
+refer to other values, so one override (`--set data.dir=...`) reaches every stage that uses it.
+The resolved recipe is written to `RUNDIR/config.yaml` before any stage starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+import time
+from pathlib import Path
+
+import yaml
+
+from lref.config import ConfigError, apply_overrides, load_yaml, lookup
+
+log = logging.getLogger(__name__)
+_REF = re.compile(r"\{([A-Za-z0-9_.\-]+)\}")
+
+
+def resolve(tree: dict, out: str) -> dict:
+    """Replace `{out}` and `{dotted.path}` references in every string of the recipe (stages included)."""
+    context = {"out": out}
+
+    def sub(value):
+        if isinstance(value, str):
+
+            def repl(m):
+                key = m.group(1)
+                if key in context:
+                    return str(context[key])
+                try:
+                    found = lookup(tree, key)
+                except (KeyError, IndexError, ValueError, TypeError):
+                    raise ConfigError(f"recipe refers to {{{key}}}, which it does not define") from None
+                return str(sub(found))
+
+            return _REF.sub(repl, value)
+        if isinstance(value, dict):
+            return {k: sub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [sub(v) for v in value]
+        return value
+
+    return sub(copy.deepcopy(tree))
+
+
+def stage_argv(stage: dict) -> list[str]:
+    """`{command: eval, args: {scorer: bm25, out: x}}` -> ["eval", "--scorer", "bm25", "--out", "x"]."""
+    argv = [str(stage["command"])]
+    for key, value in (stage.get("args") or {}).items():
+        flag = "--" + str(key).replace("_", "-")
+        if key == "positional":
+            argv += [str(v) for v in (value if isinstance(value, list) else [value])]
+        elif value is True:
+            argv.append(flag)
+        elif value is False or value is None:
+            continue
+        elif isinstance(value, list):
+            for v in value:
+                argv += [flag, str(v)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def run_recipe(recipe: str | Path, out: str | Path, overrides: list[str] | None = None) -> dict:
+    from lref.cli import main
+
+    tree = apply_overrides(load_yaml(recipe), overrides or [])
+    stages = tree.get("stages")
+    if not isinstance(stages, list) or not stages:
+        raise ConfigError(f"{recipe}: a recipe needs a non-empty `stages` list")
+    resolved = resolve(tree, str(out))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+    timings = {}
+    for i, stage in enumerate(resolved["stages"]):
+        if not isinstance(stage, dict) or "command" not in stage:
+            raise ConfigError(f"{recipe}: stage {i} needs a `command`")
+        name = stage.get("name", stage["command"])
+        argv = stage_argv(stage)
+        log.info("stage %d/%d %s: lref %s", i + 1, len(stages), name, " ".join(argv))
+        t0 = time.perf_counter()
+        code = main(argv)
+        timings[name] = round(time.perf_counter() - t0, 2)
+        if code != 0:
+            raise RuntimeError(f"stage {name!r} failed with exit code {code}")
+    (out / "timings.yaml").write_text(yaml.safe_dump(timings, sort_keys=False), encoding="utf-8")
+    return resolved
