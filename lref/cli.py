@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             level=logging.DEBUG if args.verbose else logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        for noisy in ("bm25s", "httpx", "urllib3", "chromadb"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
         return int(args.func(args) or 0)
     except (DataError, LabelError, ConfigError, FileNotFoundError, NotADirectoryError) as e:
         if os.environ.get("LREF_DEBUG"):
