@@ -64,10 +64,16 @@ def main() -> None:
         t_server = best(lambda: eng.score(prompts))
         remote = eng.score(prompts)
     diff = max(abs(a - b) for x, y in zip(local, remote, strict=True) for a, b in zip(x.probs, y.probs, strict=True))
-    print(f"pairs: {n} ({args.queries} queries), model: tiny Qwen2 h128 x4 layers, torch threads {torch.get_num_threads()}")
+    print(
+        f"pairs: {n} ({args.queries} queries), model: tiny Qwen2 h128 x4 layers, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, python {platform.python_version()}")
     print(f"in-process hf engine: {n / t_local:8.1f} pairs/s ({t_local:.2f} s, best of {args.repeats})")
-    print(f"embedded server, {args.clients} clients: {n / t_server:8.1f} pairs/s ({t_server:.2f} s, best of {args.repeats})")
+    print(
+        f"embedded server, {args.clients} clients: {n / t_server:8.1f} pairs/s "
+        f"({t_server:.2f} s, best of {args.repeats})"
+    )
     print(f"ratio server / in-process: {t_local / t_server:.3f} (target >= 0.7)")
     print(f"max |prob difference|: {diff:.2e}")
     assert np.isfinite(diff) and diff < 1e-4

@@ -166,9 +166,9 @@ class OpenAIEngine(Engine):
         }
 
     def _text(self, prompt: Prompt) -> str:
-        from lref.serve.embedded import render_messages
+        from lref.prompts import render_chat
 
-        return prompt if isinstance(prompt, str) else render_messages(self.tokenizer, prompt)
+        return prompt if isinstance(prompt, str) else render_chat(self.tokenizer, prompt)
 
     def _verbalizer_logprobs(self, top: dict[str, float], where: str) -> list[float]:
         """Logprobs of the verbalizers, in grade order, from a `{token: logprob}` map."""

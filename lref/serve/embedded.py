@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lref.prompts import render_chat
 from lref.serve import schema as S
 
 log = logging.getLogger(__name__)
@@ -67,14 +68,6 @@ class Result:
     steps: list[Step]
     text: str
     finish_reason: str
-
-
-def render_messages(tokenizer, messages: list[dict]) -> str:
-    """Chat messages to prompt text exactly as the `hf` engine renders them (user text sanitised)."""
-    from lref.prompts import render, sanitize
-
-    msgs = [m if m["role"] != "user" else {**m, "content": sanitize(m["content"], tokenizer)} for m in messages]
-    return render(tokenizer, msgs)
 
 
 class ModelHost:
@@ -423,7 +416,7 @@ def create_app(host: ModelHost, api_key: str | None = None, max_batch: int = 32)
             raise RequestError(str(e), param="messages") from None
         if not add_generation_prompt:
             return host.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=False)
-        return render_messages(host.tokenizer, msgs)
+        return render_chat(host.tokenizer, msgs)
 
     @app.get("/health")
     async def health():
