@@ -15,7 +15,7 @@ import sys
 from lref.config import ConfigError, flag_defaults
 
 # The modules that add subcommands, in help order. Each has `add_parsers(subparsers)`.
-COMMAND_MODULES = ["lref.commands.core"]
+COMMAND_MODULES = ["lref.commands.core", "lref.commands.serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +46,11 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
         subparser.set_defaults(**defaults)
         for dest in defaults:
             actions[dest].required = False
-    return parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_extra", False):  # only `serve` passes unknown flags on (to vLLM)
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,3 +72,12 @@ def render(tokenizer, messages: list[dict]) -> str:
 
 def judgment_prompt(tokenizer, query: str, product_text: str, scheme: LabelScheme) -> str:
     return render(tokenizer, judgment_messages(query, product_text, scheme, tokenizer))
+
+
+def render_chat(tokenizer, messages: list[dict]) -> str:
+    """Chat messages to prompt text as the `hf` engine renders them: user text sanitised, then `render`.
+
+    The embedded server and the `openai` engine use this too, so every path sends the same text.
+    """
+    msgs = [m if m["role"] != "user" else {**m, "content": sanitize(m["content"], tokenizer)} for m in messages]
+    return render(tokenizer, msgs)

@@ -55,8 +55,12 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _model_args(p: argparse.ArgumentParser, required: bool) -> None:
-    p.add_argument("--model", required=required, help="model folder or Hub id")
+    p.add_argument(
+        "--model", required=required, help="model folder or Hub id (with --endpoint: the served model name)"
+    )
     p.add_argument("--adapter", help="LoRA adapter folder")
+    p.add_argument("--endpoint", help="score through an OpenAI-compatible server at this URL (vLLM or `lref serve`)")
+    p.add_argument("--api-key", help="the server's API key (default: $OPENAI_API_KEY)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-product-tokens", type=int, default=256)
 
@@ -71,6 +75,13 @@ def _corpus(args):
 
 
 def _engine(args):
+    if getattr(args, "endpoint", None):
+        import os
+
+        from lref.engines.openai import OpenAIEngine
+
+        key = args.api_key or os.environ.get("OPENAI_API_KEY")
+        return OpenAIEngine(args.endpoint, args.model, scheme=args.scheme, api_key=key)
     from lref.engines.hf import HFEngine
 
     return HFEngine.from_pretrained(args.model, adapter=args.adapter, scheme=args.scheme, batch_size=args.batch_size)
