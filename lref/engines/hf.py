@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from lref.engines.base import Engine, Prompt, ScoredPair, distribution
 from lref.labels import LabelScheme, get_scheme
-from lref.prompts import render, sanitize
+from lref.prompts import render_chat
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,7 @@ class HFEngine(Engine):
     def render(self, prompt: Prompt) -> str:
         if isinstance(prompt, str):
             return prompt
-        msgs = [m if m["role"] != "user" else {**m, "content": sanitize(m["content"], self.tokenizer)} for m in prompt]
-        return render(self.tokenizer, msgs)
+        return render_chat(self.tokenizer, prompt)
 
     def encode(self, prompts: Sequence[Prompt]) -> list[list[int]]:
         out = []
