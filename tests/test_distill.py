@@ -33,7 +33,7 @@ def _tiny_examples(corpus, n_per_query=4):
 def _small_cfg(**kw):
     from lref.distill.ranker import StudentConfig
 
-    base = {"max_steps": 5, "batch_size": 16, "learning_rate": 1e-4, "warmup_ratio": 0.0, "max_length": 48}
+    base = {"max_steps": 4, "batch_size": 8, "learning_rate": 1e-4, "warmup_ratio": 0.0, "max_length": 48}
     return StudentConfig(**{**base, **kw})
 
 
@@ -71,10 +71,10 @@ def test_build_examples_mixes_gold_and_teacher_and_ignores_other_queries(corpus)
 def test_ranker_loss_falls_and_reload_gives_same_scores(corpus, tmp_path, loss):
     from lref.distill.ranker import CrossEncoderStudent, train_ranker
 
-    ex = _tiny_examples(corpus)
-    meta = train_ranker(ex, corpus.products, _small_cfg(loss=loss, pairs_per_query=4), tmp_path / "ce")
+    ex = _tiny_examples(corpus, n_per_query=2)  # 8 examples = one batch, so the steps see the same data
+    meta = train_ranker(ex, corpus.products, _small_cfg(loss=loss, pairs_per_query=1), tmp_path / "ce")
     h = meta["loss_history"]
-    assert len(h) == 5 and h[-1] < h[0]
+    assert len(h) == 4 and h[-1] < h[0]
     js = corpus.judgments[:6]
     a = CrossEncoderStudent(tmp_path / "ce").score_pairs(
         [j.query for j in js], [corpus.products[j.product_id] for j in js]
@@ -100,8 +100,8 @@ def test_recall_student_trains_indexes_and_measures_recall(corpus, tmp_path, mon
         raise AssertionError("chroma's default embedding function must never run")
 
     monkeypatch.setattr(efs.DefaultEmbeddingFunction, "__call__", boom)
-    ex = _tiny_examples(corpus, n_per_query=8)
-    meta = train_recall(ex, corpus.products, _small_cfg(batch_size=8, pairs_per_query=4), tmp_path / "bi")
+    ex = _tiny_examples(corpus, n_per_query=4)
+    meta = train_recall(ex, corpus.products, _small_cfg(pairs_per_query=2), tmp_path / "bi")
     h = meta["loss_history"]
     assert h[-1] < h[0]
     student = BiEncoderStudent(tmp_path / "bi")
