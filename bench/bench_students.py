@@ -70,7 +70,8 @@ def main() -> None:
         (q * p).sum(-1)
 
     results = {"cross-encoder": rate(ce_score, args.pairs), "bi-encoder": rate(bi_score, args.pairs)}
-    ce.model = torch.ao.quantization.quantize_dynamic(ce.model, {torch.nn.Linear}, dtype=torch.qint8)
+    print({k: round(v, 1) for k, v in results.items()}, flush=True)
+    torch.ao.quantization.quantize_dynamic(ce, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
     results["cross-encoder int8"] = rate(ce_score, args.pairs)
 
     with tempfile.TemporaryDirectory() as tmp:
