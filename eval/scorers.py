@@ -79,3 +79,49 @@ class LLMScorer:
         results = self.engine.score(self.prompts(corpus), progress=progress)
         scheme = self.engine.scheme
         return [{"score": r.score, "probs": r.probs_by_label(scheme), "pred_label": r.label} for r in results]
+
+
+class CrossEncoderScorer:
+    """A cross-encoder student saved by `lref distill ranker`."""
+
+    name = "cross-encoder"
+
+    def __init__(self, model_dir, batch_size: int = 64):
+        from lref.distill.ranker import CrossEncoderStudent
+
+        self.student = CrossEncoderStudent(model_dir, batch_size)
+
+    def score(self, corpus: Corpus, progress: bool = True) -> list[dict]:
+        js = corpus.judgments
+        s = self.student.score_pairs([j.query for j in js], [corpus.products[j.product_id] for j in js], progress)
+        return [{"score": x} for x in s]
+
+
+class BiEncoderScorer:
+    """Cosine of query and product embeddings: a bi-encoder student, or zero-shot MiniLM when no model is given."""
+
+    name = "bi-encoder"
+
+    def __init__(self, model_dir=None, batch_size: int = 64):
+        from lref.distill.recall import BiEncoderStudent
+
+        self.student = BiEncoderStudent(model_dir, batch_size)
+
+    def score(self, corpus: Corpus, progress: bool = True) -> list[dict]:
+        js = corpus.judgments
+        s = self.student.score_pairs([j.query for j in js], [corpus.products[j.product_id] for j in js], progress)
+        return [{"score": x} for x in s]
+
+
+class LTRScorer:
+    """A LightGBM lambdarank model saved by `lref distill ltr`, over BM25, student and tag features."""
+
+    name = "ltr"
+
+    def __init__(self, model_dir):
+        from lref.distill.ltr import LTRModel
+
+        self.model = LTRModel.load(model_dir)
+
+    def score(self, corpus: Corpus, progress: bool = True) -> list[dict]:
+        return [{"score": float(x)} for x in self.model.score_corpus(corpus, progress)]

@@ -29,7 +29,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a scorer on graded judgments and write a report")
     p.add_argument("--config", help="YAML file of these flags")
     _data_args(p)
-    p.add_argument("--scorer", choices=["bm25", "llm"], default="bm25")
+    p.add_argument("--scorer", choices=["bm25", "llm", "cross-encoder", "bi-encoder", "ltr"], default="bm25")
     _model_args(p, required=False)
     p.add_argument("--name", help="run name shown in comparisons (default: the scorer)")
     p.add_argument("--out", required=True, help="run folder for metrics.json, scores.jsonl, report.md, plots")
@@ -120,16 +120,22 @@ def cmd_score(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from eval import scorers
     from eval.harness import evaluate
-    from eval.scorers import BM25Scorer, LLMScorer
 
     corpus = _corpus(args)
     if args.scorer == "bm25":
-        scorer = BM25Scorer()
+        scorer = scorers.BM25Scorer()
+    elif args.scorer in ("cross-encoder", "ltr"):  # students from `lref distill`
+        if not args.model:
+            raise FileNotFoundError(f"--scorer {args.scorer} needs --model (a folder from lref distill)")
+        scorer = (scorers.CrossEncoderScorer if args.scorer == "cross-encoder" else scorers.LTRScorer)(args.model)
+    elif args.scorer == "bi-encoder":  # no --model: zero-shot MiniLM
+        scorer = scorers.BiEncoderScorer(args.model)
     else:
         if not args.model:
             raise FileNotFoundError("--scorer llm needs --model (a model folder or Hub id)")
-        scorer = LLMScorer(_engine(args), args.max_product_tokens)
+        scorer = scorers.LLMScorer(_engine(args), args.max_product_tokens)
     m = evaluate(corpus, scorer, args.out, name=args.name)
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     print(

@@ -1,0 +1,240 @@
+"""`lref distill ...`: split, teacher scoring, ranking and recall students, learning to rank."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parsers(sub) -> None:
+    d = sub.add_parser("distill", help="distil LLM scores and tags into small recall and ranking students")
+    dsub = d.add_subparsers(dest="distill_command", metavar="STEP", required=True)
+
+    p = dsub.add_parser("split", help="split judgments by query into train.tsv / test.tsv (whole queries)")
+    p.add_argument("--config", help="YAML file of these flags")
+    _data(p)
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="folder for train.tsv and test.tsv")
+    p.set_defaults(func=cmd_split)
+
+    p = dsub.add_parser("teacher", help="teacher scores (probabilities per grade) for judged and augmented pairs")
+    p.add_argument("--config", help="YAML file of these flags")
+    _data(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="teacher model folder or Hub id (transformers backend)")
+    src.add_argument("--endpoint", help="OpenAI-compatible server URL (needs lref.engines.openai)")
+    p.add_argument("--adapter", help="LoRA adapter folder for --model")
+    p.add_argument("--served-model", help="model name on the --endpoint server")
+    p.add_argument("--top-bm25", type=int, default=10, help="unjudged BM25 top-N products added per query")
+    p.add_argument("--top-dense", type=int, default=10, help="unjudged MiniLM top-N products added per query")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--chunk-size", type=int, default=64, help="pairs scored and appended per write")
+    p.add_argument("--max-product-tokens", type=int, default=256)
+    p.add_argument("--out", required=True, help="scores JSONL (appended to; a rerun resumes)")
+    p.set_defaults(func=cmd_teacher)
+
+    for name, helptext, losses in (
+        ("ranker", "train the cross-encoder ranking student", ["mse", "bce", "margin-mse"]),
+        (
+            "recall",
+            "train the bi-encoder recall student, index the catalogue, measure recall@k",
+            ["mnrl", "margin-mse", "both"],
+        ),
+    ):
+        p = dsub.add_parser(name, help=helptext)
+        p.add_argument("--config", help="YAML file of these flags")
+        _data(p)
+        p.add_argument("--teacher", help="teacher scores JSONL from `lref distill teacher` (default: gold only)")
+        p.add_argument(
+            "--gold-weight",
+            type=float,
+            help="weight of gold grades in judged targets (default 1 without a teacher, 0.5 with one)",
+        )
+        p.add_argument("--loss", choices=losses, default=losses[0])
+        p.add_argument("--no-augmented", action="store_true", help="ignore teacher pairs without gold grades")
+        p.add_argument("--epochs", type=float, default=1.0)
+        p.add_argument("--max-steps", type=int, default=-1)
+        p.add_argument("--batch-size", type=int, default=16)
+        p.add_argument("--learning-rate", type=float, default=5e-5)
+        p.add_argument("--max-length", type=int, default=64)
+        p.add_argument("--pairs-per-query", type=int, default=32)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--base", help="initial model folder (default: the local MiniLM weights)")
+        p.add_argument("--out", required=True, help="model folder to write")
+        if name == "recall":
+            p.add_argument("--pos-threshold", type=float, default=0.75)
+            p.add_argument("--neg-threshold", type=float, default=0.4)
+            p.add_argument("--eval-judgments", help="judgments for recall@k (e.g. a held-out test.tsv)")
+            p.add_argument("--k", type=int, action="append", help="cut-offs for recall@k (default 10 50 100)")
+        p.set_defaults(func=cmd_ranker if name == "ranker" else cmd_recall)
+
+    p = dsub.add_parser("ltr", help="LightGBM lambdarank over BM25, student, tag and rating features")
+    p.add_argument("--config", help="YAML file of these flags")
+    _data(p)
+    p.add_argument("--ranker", help="cross-encoder student folder (the ce_score feature)")
+    p.add_argument("--recall", help="bi-encoder student folder (default: zero-shot MiniLM)")
+    p.add_argument("--tags", help="tags.jsonl (default: topic match from the category path)")
+    p.add_argument("--num-leaves", type=int, default=15)
+    p.add_argument("--rounds", type=int, default=200)
+    p.add_argument("--learning-rate", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.set_defaults(func=cmd_ltr)
+
+
+def _data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="folder with products.jsonl and judgments.tsv (esci150 layout)")
+    p.add_argument("--judgments", help="judgments file to train on (e.g. train.tsv from `lref distill split`)")
+    p.add_argument("--scheme", default="esci", help="label scheme: esci, lref5 or binary")
+
+
+def _corpus(args):
+    from lref.data import load_dir
+
+    return load_dir(args.data, args.judgments, args.scheme)
+
+
+def cmd_split(args) -> int:
+    from lref.data import split_by_query
+
+    corpus = _corpus(args)
+    parts = split_by_query(corpus.query_ids, {"train": 1 - args.test_fraction, "test": args.test_fraction}, args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    label_col = "esci_label" if corpus.scheme.name == "esci" else "label"
+    for name, qids in parts.items():
+        keep = set(qids)
+        with (out / f"{name}.tsv").open("w", encoding="utf-8") as f:
+            f.write(f"query_id\tquery\tproduct_id\t{label_col}\tgrade\n")
+            for j in corpus.judgments:
+                if j.query_id in keep:
+                    f.write(f"{j.query_id}\t{j.query}\t{j.product_id}\t{j.label}\t{j.grade}\n")
+    (out / "split.json").write_text(json.dumps(parts, indent=2), encoding="utf-8")
+    print(f"split {len(corpus.query_ids)} queries: {len(parts['train'])} train, {len(parts['test'])} test -> {out}")
+    return 0
+
+
+def cmd_teacher(args) -> int:
+    from lref.distill.teacher import candidate_pairs, make_engine, score_pairs
+
+    corpus = _corpus(args)
+    engine = make_engine(args.model, args.endpoint, args.adapter, args.scheme, args.batch_size, args.served_model)
+    pairs = candidate_pairs(corpus, args.top_bm25, args.top_dense)
+    stats = score_pairs(engine, corpus, pairs, args.out, args.chunk_size, args.max_product_tokens)
+    print(
+        f"teacher: {stats['scored']} pairs scored now, {stats['skipped']} already done, {stats['errors']} errors "
+        f"({stats['judged']} judged + {stats['augmented']} augmented pairs in all) -> {args.out}"
+    )
+    return 0
+
+
+def _student_cfg(args):
+    from lref.distill.ranker import StudentConfig
+
+    gold_weight = args.gold_weight if args.gold_weight is not None else (0.5 if args.teacher else 1.0)
+    return StudentConfig(
+        base=args.base,
+        loss=args.loss,
+        gold_weight=gold_weight,
+        include_augmented=not args.no_augmented,
+        max_length=args.max_length,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        pairs_per_query=args.pairs_per_query,
+    )
+
+
+def _examples(args, cfg):
+    from lref.distill.ranker import build_examples, read_teacher
+
+    corpus = _corpus(args)
+    teacher = read_teacher(args.teacher) if args.teacher else None
+    return corpus, build_examples(corpus, teacher, cfg.gold_weight, cfg.include_augmented)
+
+
+def cmd_ranker(args) -> int:
+    from lref.distill.ranker import train_ranker
+
+    cfg = _student_cfg(args)
+    corpus, examples = _examples(args, cfg)
+    meta = train_ranker(examples, corpus.products, cfg, args.out)
+    h = meta["loss_history"]
+    print(
+        f"ranker: {meta['n_train_rows']} rows ({meta['n_augmented']} augmented), "
+        f"loss {h[0]:.4f} -> {h[-1]:.4f} -> {args.out}"
+    )
+    return 0
+
+
+def cmd_recall(args) -> int:
+    from lref.data import load_dir
+    from lref.distill.recall import BiEncoderStudent, build_index, recall_at_k, train_recall
+
+    cfg = _student_cfg(args)
+    corpus, examples = _examples(args, cfg)
+    meta = train_recall(examples, corpus.products, cfg, args.out, args.pos_threshold, args.neg_threshold)
+    student = BiEncoderStudent(args.out)
+    index, ids, emb = build_index(student, corpus.products, Path(args.out) / "index")
+    if args.eval_judgments:
+        ev = load_dir(args.data, args.eval_judgments, args.scheme)
+        ks = tuple(args.k or (10, 50, 100))
+        res = {"student": recall_at_k(ev, student, index, ids, emb, ks)}
+        zs = BiEncoderStudent(None)
+        zemb = zs.embed_products([corpus.products[p] for p in ids])
+        res["zero_shot_minilm_exact"] = {
+            k: v for k, v in recall_at_k(ev, zs, _ExactIndex(ids, zemb), ids, zemb, ks).items() if "index" not in k
+        }
+        meta["recall"] = res
+        (Path(args.out) / "recall.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
+        s = res["student"]
+        print(
+            " ".join(
+                f"recall@{k}: index {s[f'recall@{k}_index']:.3f} exact {s[f'recall@{k}_exact']:.3f} "
+                f"bm25 {s[f'recall@{k}_bm25']:.3f} zero-shot {res['zero_shot_minilm_exact'][f'recall@{k}_exact']:.3f};"
+                for k in ks
+            )
+        )
+    h = meta["loss_history"]
+    print(
+        f"recall: {meta['n_triplets']} triplets, loss {h[0]:.4f} -> {h[-1]:.4f}, "
+        f"{len(ids)} products indexed -> {args.out}"
+    )
+    return 0
+
+
+class _ExactIndex:
+    """Exact search in the index interface, for the zero-shot baseline."""
+
+    def __init__(self, ids, emb):
+        self.ids, self.emb = ids, emb
+
+    def query(self, q, k):
+        import numpy as np
+
+        order = np.argsort(-(q @ self.emb.T), axis=1)[:, :k]
+        return [[self.ids[i] for i in row] for row in order]
+
+
+def cmd_ltr(args) -> int:
+    from lref.distill.ltr import train_ltr
+
+    corpus = _corpus(args)
+    meta = train_ltr(
+        corpus,
+        args.out,
+        ranker=args.ranker,
+        recall=args.recall,
+        tags=args.tags,
+        num_leaves=args.num_leaves,
+        rounds=args.rounds,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+    )
+    imp = ", ".join(f"{k} {v:.0f}" for k, v in sorted(meta["importance_gain"].items(), key=lambda kv: -kv[1])[:6])
+    print(f"ltr: {meta['n_rows']} rows, {meta['n_queries']} queries; gain importance: {imp} -> {args.out}")
+    return 0

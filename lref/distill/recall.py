@@ -1,0 +1,212 @@
+"""The recall student: a MiniLM bi-encoder fine-tuned on teacher positives and hard negatives.
+
+Training rows come from the same targets as the ranker (`ranker.build_examples`): a product whose
+target is at least `pos_threshold` is a positive for its query; products of the same query at or
+below `neg_threshold` are its hard negatives (judged irrelevant pairs, or teacher-scored BM25/MiniLM
+neighbours that the teacher rejects). Losses: MultipleNegativesRanking (in-batch and hard negatives),
+MarginMSE on the teacher's target margins, or both (multi-dataset training, one loss each).
+
+`recall_at_k` measures, over the whole catalogue, how many relevant products appear in the top k of
+the approximate index, of exact search on the same embeddings, and of BM25.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from lref.data import Corpus, Product
+from lref.distill.features import STUDENT_PRODUCT_WORDS, BM25Index, minilm_path, student_text
+from lref.distill.ranker import StudentConfig, _loss_history, _training_args, read_meta
+
+log = logging.getLogger(__name__)
+LOSSES = ("mnrl", "margin-mse", "both")
+
+
+class BiEncoderStudent:
+    """A sentence-transformers bi-encoder: normalised embeddings, cosine scores. None = zero-shot MiniLM."""
+
+    def __init__(self, model_dir: str | Path | None = None, batch_size: int = 64):
+        from sentence_transformers import SentenceTransformer
+
+        path = str(model_dir) if model_dir else minilm_path()
+        if not Path(path).is_dir():
+            raise FileNotFoundError(f"bi-encoder model folder not found: {path}")
+        self.model = SentenceTransformer(path, device="cpu")
+        self.max_words = read_meta(path).get("config", {}).get("max_words", STUDENT_PRODUCT_WORDS)
+        self.batch_size = batch_size
+
+    def embed_texts(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.model.get_sentence_embedding_dimension()), dtype=np.float32)
+        return self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=progress,
+        ).astype(np.float32)
+
+    def embed_products(self, products: list[Product], progress: bool = False) -> np.ndarray:
+        return self.embed_texts([student_text(p, self.max_words) for p in products], progress)
+
+    def score_pairs(self, queries: list[str], products: list[Product], progress: bool = False) -> list[float]:
+        uq = sorted(set(queries))
+        qe = dict(zip(uq, self.embed_texts(uq), strict=True))
+        uniq = {p.product_id: p for p in products}
+        pe = dict(zip(uniq, self.embed_products(list(uniq.values()), progress), strict=True))
+        return [float(qe[q] @ pe[p.product_id]) for q, p in zip(queries, products, strict=True)]
+
+
+def triplets(
+    examples: list[dict], pos_threshold: float = 0.75, neg_threshold: float = 0.4, per_query: int = 32, seed: int = 0
+) -> list[dict]:
+    """(query, positive, negative, margin) rows: a positive paired with a hard negative of the same query."""
+    rng = random.Random(seed)
+    by_q: dict[str, list[dict]] = defaultdict(list)
+    for e in examples:
+        by_q[e["query_id"]].append(e)
+    out = []
+    for _, rows in sorted(by_q.items()):
+        pos = [e for e in rows if e["target"] >= pos_threshold]
+        neg = [e for e in rows if e["target"] <= neg_threshold]
+        pairs = [(p, n) for p in pos for n in neg]
+        for p, n in rng.sample(pairs, min(per_query, len(pairs))):
+            out.append(
+                {
+                    "query": p["query"],
+                    "pos": p["product_id"],
+                    "neg": n["product_id"],
+                    "margin": p["target"] - n["target"],
+                }
+            )
+    return out
+
+
+def train_recall(
+    examples: list[dict],
+    products: Mapping[str, Product],
+    cfg: StudentConfig,
+    out_dir: str | Path,
+    pos_threshold: float = 0.75,
+    neg_threshold: float = 0.4,
+) -> dict:
+    """Fine-tune the bi-encoder and save it to `out_dir` with `distill.json`."""
+    import datasets
+    import torch
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer import losses
+
+    loss_name = cfg.loss if cfg.loss in LOSSES else "mnrl"
+    out_dir = Path(out_dir)
+    torch.manual_seed(cfg.seed)
+    model = SentenceTransformer(cfg.base or minilm_path(), device="cpu")
+    model.max_seq_length = cfg.max_length
+    trip = triplets(examples, pos_threshold, neg_threshold, cfg.pairs_per_query, cfg.seed)
+    if not trip:
+        raise ValueError(f"no (positive >= {pos_threshold}, negative <= {neg_threshold}) pairs in the training data")
+    text = {pid: student_text(products[pid], cfg.max_words) for t in trip for pid in (t["pos"], t["neg"])}
+    cols = {
+        "anchor": [t["query"] for t in trip],
+        "positive": [text[t["pos"]] for t in trip],
+        "negative": [text[t["neg"]] for t in trip],
+    }
+    mnrl_ds = datasets.Dataset.from_dict(cols).shuffle(seed=cfg.seed)
+    margin_ds = datasets.Dataset.from_dict({**cols, "label": [float(t["margin"]) for t in trip]}).shuffle(
+        seed=cfg.seed
+    )
+    if loss_name == "mnrl":
+        train, loss = mnrl_ds, losses.MultipleNegativesRankingLoss(model)
+    elif loss_name == "margin-mse":
+        train, loss = margin_ds, losses.MarginMSELoss(model)
+    else:
+        train = datasets.DatasetDict({"mnrl": mnrl_ds, "margin": margin_ds})
+        loss = {"mnrl": losses.MultipleNegativesRankingLoss(model), "margin": losses.MarginMSELoss(model)}
+    args = _training_args(cfg, out_dir, len(trip), SentenceTransformerTrainingArguments)
+    args.batch_sampler = BatchSamplers.NO_DUPLICATES
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss)
+    trainer.train()
+    history = _loss_history(trainer)
+    model.save_pretrained(str(out_dir))
+    meta = {
+        "kind": "bi-encoder",
+        "config": {**asdict(cfg), "loss": loss_name},
+        "n_triplets": len(trip),
+        "pos_threshold": pos_threshold,
+        "neg_threshold": neg_threshold,
+        "loss_history": history,
+    }
+    (out_dir / "distill.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    log.info("recall student saved to %s (%d triplets)", out_dir, len(trip))
+    return meta
+
+
+def build_index(student: BiEncoderStudent, products: Mapping[str, Product], path: str | Path, progress: bool = True):
+    """Embed the whole catalogue and store it in a persistent chroma collection; returns (index, ids, matrix)."""
+    from lref.distill.index import VectorIndex
+
+    ids = list(products)
+    emb = student.embed_products([products[p] for p in ids], progress)
+    index = VectorIndex(path)
+    index.add(ids, emb)
+    np.save(Path(path) / "embeddings.npy", emb)
+    (Path(path) / "ids.json").write_text(json.dumps(ids), encoding="utf-8")
+    return index, ids, emb
+
+
+def recall_at_k(
+    corpus: Corpus,
+    student: BiEncoderStudent,
+    index,
+    ids: list[str],
+    emb: np.ndarray,
+    ks: tuple[int, ...] = (10, 50, 100),
+    min_grade: int | None = None,
+) -> dict:
+    """Mean recall@k of relevant products (grade >= min_grade, default the top grade) over the catalogue.
+
+    For each query: the chroma index (approximate), exact search over the same embeddings, and BM25;
+    plus how much of the exact top k the index returns (`ann_overlap@k`).
+    """
+    top_grade = corpus.scheme.max_value if min_grade is None else min_grade
+    relevant: dict[str, set[str]] = defaultdict(set)
+    text: dict[str, str] = {}
+    for j in corpus.judgments:
+        text[j.query_id] = j.query
+        if j.grade >= top_grade:
+            relevant[j.query_id].add(j.product_id)
+    qids = sorted(q for q in relevant if relevant[q])
+    kmax = max(ks)
+    qe = student.embed_texts([text[q] for q in qids])
+    ann = index.query(qe, kmax)
+    exact_order = np.argsort(-(qe @ emb.T), axis=1)[:, :kmax]
+    bm25 = BM25Index(corpus.products)
+    res: dict[str, float] = {}
+    for k in ks:
+        r_ann, r_exact, r_bm25, overlap = [], [], [], []
+        for i, q in enumerate(qids):
+            rel = relevant[q]
+            exact_k = [ids[x] for x in exact_order[i, :k]]
+            r_ann.append(len(rel & set(ann[i][:k])) / len(rel))
+            r_exact.append(len(rel & set(exact_k)) / len(rel))
+            r_bm25.append(len(rel & set(bm25.top(text[q], k))) / len(rel))
+            overlap.append(len(set(ann[i][:k]) & set(exact_k)) / k)
+        res[f"recall@{k}_index"] = float(np.mean(r_ann))
+        res[f"recall@{k}_exact"] = float(np.mean(r_exact))
+        res[f"recall@{k}_bm25"] = float(np.mean(r_bm25))
+        res[f"ann_overlap@{k}"] = float(np.mean(overlap))
+    res["n_queries"] = len(qids)
+    res["catalogue_size"] = len(ids)
+    return res

@@ -1,0 +1,184 @@
+"""Teacher scoring at scale: label distributions for judged pairs and augmented candidates, resumable.
+
+For each query the teacher scores its judged products and the top-N catalogue products by BM25 and by
+zero-shot MiniLM that were not judged (augmentation, as in Walmart's distillation recipe). The output
+is append-only JSONL, one row per pair with `probs` per grade and the expected-grade `score`, written
+and fsync'ed chunk by chunk. A rerun reads the keys already written (cutting a torn last line left by
+a kill), skips them and scores only the rest, so after any interruption every pair ends up exactly
+once. Pairs that fail go to `<out>.errors.jsonl` with the reason and are retried on the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lref.config import ConfigError
+from lref.data import Corpus, render_product
+
+log = logging.getLogger(__name__)
+
+
+def make_engine(
+    model: str | None,
+    endpoint: str | None,
+    adapter: str | None = None,
+    scheme: str = "esci",
+    batch_size: int = 16,
+    served_model: str | None = None,
+):
+    """A local transformers engine for `model`, or the OpenAI-compatible engine for `endpoint`."""
+    if endpoint:
+        import os
+
+        from lref.engines.openai import OpenAIEngine
+
+        key = os.environ.get("OPENAI_API_KEY")
+        return OpenAIEngine(base_url=endpoint, model=served_model or model, scheme=scheme, api_key=key)
+    if not model:
+        raise ConfigError("the teacher needs --model or --endpoint")
+    from lref.engines.hf import HFEngine
+
+    return HFEngine.from_pretrained(model, adapter=adapter, scheme=scheme, batch_size=batch_size)
+
+
+def candidate_pairs(corpus: Corpus, top_bm25: int = 10, top_dense: int = 10, embedder=None) -> list[dict]:
+    """Judged pairs plus, per query, unjudged top-N products by BM25 and by MiniLM cosine over the catalogue.
+
+    Rows: {query_id, query, product_id, source: judged|bm25|dense, gold_grade (judged only)}, grouped by
+    query so a server can reuse the cached prompt prefix.
+    """
+    from lref.distill.features import BM25Index
+
+    by_q: dict[str, list[dict]] = {}
+    texts: dict[str, str] = {}
+    for j in corpus.judgments:
+        texts[j.query_id] = j.query
+        by_q.setdefault(j.query_id, []).append(
+            {
+                "query_id": j.query_id,
+                "query": j.query,
+                "product_id": j.product_id,
+                "source": "judged",
+                "gold_grade": j.grade,
+            }
+        )
+    qids = sorted(by_q)
+    ids = list(corpus.products)
+    extra: dict[str, list[tuple[str, str]]] = {q: [] for q in qids}
+    if top_bm25 > 0:
+        bm25 = BM25Index(corpus.products)
+        for q in qids:
+            extra[q] += [(pid, "bm25") for pid in bm25.top(texts[q], top_bm25 + len(by_q[q]))]
+    if top_dense > 0:
+        if embedder is None:
+            from lref.distill.recall import BiEncoderStudent
+
+            embedder = BiEncoderStudent(None)
+        emb = embedder.embed_products([corpus.products[p] for p in ids], progress=True)
+        qe = embedder.embed_texts([texts[q] for q in qids])
+        order = np.argsort(-(qe @ emb.T), axis=1)
+        for i, q in enumerate(qids):
+            extra[q] += [(ids[x], "dense") for x in order[i, : top_dense + len(by_q[q])]]
+    out = []
+    for q in qids:
+        seen = {r["product_id"] for r in by_q[q]}
+        out += by_q[q]
+        counts = {"bm25": 0, "dense": 0}
+        limit = {"bm25": top_bm25, "dense": top_dense}
+        for pid, src in extra[q]:
+            if pid not in seen and counts[src] < limit[src]:
+                seen.add(pid)
+                counts[src] += 1
+                out.append({"query_id": q, "query": texts[q], "product_id": pid, "source": src, "gold_grade": None})
+    return out
+
+
+def _resume_keys(path: Path) -> set[tuple[str, str]]:
+    """Keys already written to `path`, after cutting a torn (unterminated) last line."""
+    if not path.exists():
+        return set()
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        log.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run", path, len(data) - cut)
+        with path.open("r+b") as f:
+            f.truncate(cut)
+        data = data[:cut]
+    keys = set()
+    for n, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("%s line %d: unreadable row ignored", path, n)
+                continue
+            keys.add((str(r["query_id"]), str(r["product_id"])))
+    return keys
+
+
+def score_pairs(
+    engine,
+    corpus: Corpus,
+    pairs: Sequence[dict],
+    out: str | Path,
+    chunk_size: int = 64,
+    max_product_tokens: int = 256,
+    progress: bool = True,
+) -> dict:
+    """Score `pairs` with `engine` into `out` (appending), skipping pairs already there. Returns counts."""
+    from tqdm.auto import tqdm
+
+    from lref.prompts import judgment_messages
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    errors_path = out.with_name(out.stem + ".errors.jsonl")
+    done = _resume_keys(out)
+    todo = [p for p in pairs if (p["query_id"], p["product_id"]) not in done]
+    stats = {
+        "judged": sum(p["source"] == "judged" for p in pairs),
+        "augmented": sum(p["source"] != "judged" for p in pairs),
+        "skipped": len(pairs) - len(todo),
+        "scored": 0,
+        "errors": 0,
+    }
+    tok = getattr(engine, "tokenizer", None)
+    teacher = getattr(engine, "name", None) or type(engine).__name__
+    scheme = engine.scheme
+    with out.open("a", encoding="utf-8") as f, tqdm(total=len(todo), disable=not progress, desc="teacher") as bar:
+        for s in range(0, len(todo), chunk_size):
+            chunk, bad = [], []
+            for p in todo[s : s + chunk_size]:
+                product = corpus.products.get(p["product_id"])
+                if product is None:
+                    bad.append({**p, "error": "product not in the catalogue"})
+                else:
+                    chunk.append(
+                        (p, judgment_messages(p["query"], render_product(product, max_product_tokens, tok), scheme))
+                    )
+            try:
+                results = engine.score([m for _, m in chunk]) if chunk else []
+            except Exception as e:  # a failing batch is recorded and retried on the next run
+                log.warning("teacher batch of %d pairs failed: %s", len(chunk), e)
+                bad += [{**p, "error": f"{type(e).__name__}: {e}"} for p, _ in chunk]
+                results, chunk = [], []
+            for (p, _), r in zip(chunk, results, strict=True):
+                row = {**p, "probs": r.probs_by_label(scheme), "score": r.score, "label": r.label, "teacher": teacher}
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+            if bad:
+                with errors_path.open("a", encoding="utf-8") as ef:
+                    for b in bad:
+                        ef.write(json.dumps(b, ensure_ascii=False) + "\n")
+            stats["scored"] += len(chunk)
+            stats["errors"] += len(bad)
+            bar.update(len(chunk) + len(bad))
+    log.info("teacher scores: %s -> %s", stats, out)
+    return stats

@@ -1,0 +1,294 @@
+"""Distillation: teacher scoring with resume, the ranking and recall students, the chroma index, LTR."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from lref.data import load_dir
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture(scope="module")
+def corpus(esci_slice):
+    return load_dir(esci_slice)
+
+
+def _tiny_examples(corpus, n_per_query=4):
+    """A handful of gold examples per query, with both relevant and irrelevant products."""
+    from lref.distill.ranker import build_examples
+
+    ex = build_examples(corpus)
+    out = []
+    for q in corpus.query_ids:
+        rows = sorted((e for e in ex if e["query_id"] == q), key=lambda e: -e["target"])
+        out += rows[: n_per_query // 2] + rows[-(n_per_query // 2) :]
+    return out
+
+
+def _small_cfg(**kw):
+    from lref.distill.ranker import StudentConfig
+
+    base = {"max_steps": 4, "batch_size": 8, "learning_rate": 1e-4, "warmup_ratio": 0.0, "max_length": 48}
+    return StudentConfig(**{**base, **kw})
+
+
+# ---------------------------------------------------------------------------------------------- targets
+
+
+def test_build_examples_mixes_gold_and_teacher_and_ignores_other_queries(corpus):
+    from lref.distill.ranker import build_examples
+
+    j = corpus.judgments[0]
+    top = corpus.scheme.max_value
+    unjudged = next(
+        p for p in corpus.products if p not in {x.product_id for x in corpus.judgments if x.query_id == j.query_id}
+    )
+    teacher = [
+        {"query_id": j.query_id, "query": j.query, "product_id": j.product_id, "score": 0.4},
+        {"query_id": j.query_id, "query": j.query, "product_id": unjudged, "score": 0.9},
+        {"query_id": "not-in-train", "query": "x", "product_id": unjudged, "score": 1.0},
+    ]
+    ex = build_examples(corpus, teacher, gold_weight=0.25)
+    first = next(e for e in ex if (e["query_id"], e["product_id"]) == (j.query_id, j.product_id))
+    assert first["target"] == pytest.approx(0.25 * j.grade / top + 0.75 * 0.4)
+    aug = [e for e in ex if e["gold"] is None]
+    assert [(e["query_id"], e["product_id"], e["target"]) for e in aug] == [(j.query_id, unjudged, 0.9)]
+    assert len(ex) == len(corpus.judgments) + 1
+    gold_only = build_examples(corpus, teacher, gold_weight=1.0)
+    assert len(gold_only) == len(corpus.judgments)
+    assert all(e["target"] == e["gold"] for e in gold_only)
+
+
+# ---------------------------------------------------------------------------------------------- ranker
+
+
+@pytest.mark.parametrize("loss", ["mse", "margin-mse"])
+def test_ranker_loss_falls_and_reload_gives_same_scores(corpus, tmp_path, loss):
+    from lref.distill.ranker import CrossEncoderStudent, train_ranker
+
+    ex = _tiny_examples(corpus, n_per_query=2)  # 8 examples = one batch, so the steps see the same data
+    meta = train_ranker(ex, corpus.products, _small_cfg(loss=loss, pairs_per_query=1), tmp_path / "ce")
+    h = meta["loss_history"]
+    assert len(h) == 4 and h[-1] < h[0]
+    js = corpus.judgments[:6]
+    a = CrossEncoderStudent(tmp_path / "ce").score_pairs(
+        [j.query for j in js], [corpus.products[j.product_id] for j in js]
+    )
+    b = CrossEncoderStudent(tmp_path / "ce").score_pairs(
+        [j.query for j in js], [corpus.products[j.product_id] for j in js]
+    )
+    assert len(a) == 6 and all(0.0 <= x <= 1.0 for x in a)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    assert json.loads((tmp_path / "ce" / "distill.json").read_text())["config"]["loss"] == loss
+
+
+# ---------------------------------------------------------------------------------------------- recall + index
+
+
+def test_recall_student_trains_indexes_and_measures_recall(corpus, tmp_path, monkeypatch):
+    import chromadb.utils.embedding_functions as efs
+
+    from lref.distill.index import VectorIndex
+    from lref.distill.recall import BiEncoderStudent, build_index, recall_at_k, train_recall
+
+    def boom(*a, **k):
+        raise AssertionError("chroma's default embedding function must never run")
+
+    monkeypatch.setattr(efs.DefaultEmbeddingFunction, "__call__", boom)
+    ex = _tiny_examples(corpus, n_per_query=4)
+    meta = train_recall(ex, corpus.products, _small_cfg(pairs_per_query=2), tmp_path / "bi")
+    h = meta["loss_history"]
+    assert h[-1] < h[0]
+    student = BiEncoderStudent(tmp_path / "bi")
+    prods = [corpus.products[p] for p in list(corpus.products)[:5]]
+    np.testing.assert_allclose(
+        student.embed_products(prods), BiEncoderStudent(tmp_path / "bi").embed_products(prods), atol=1e-6
+    )
+
+    index, ids, emb = build_index(student, corpus.products, tmp_path / "index", progress=False)
+    reopened = VectorIndex(tmp_path / "index")  # a fresh client reads the persisted collection
+    assert len(reopened) == len(corpus.products)
+    assert [r[0] for r in reopened.query(emb[:3], 1)] == ids[:3]
+
+    res = recall_at_k(corpus, student, reopened, ids, emb, ks=(5, len(ids)))
+    assert res["n_queries"] == 4 and res["catalogue_size"] == len(ids)
+    for k in (5, len(ids)):
+        for m in ("index", "exact", "bm25"):
+            assert 0.0 <= res[f"recall@{k}_{m}"] <= 1.0
+    assert res[f"recall@{len(ids)}_exact"] == 1.0  # the whole catalogue holds every relevant product
+    assert res[f"recall@{len(ids)}_index"] == 1.0
+
+
+# ---------------------------------------------------------------------------------------------- LTR
+
+
+def test_lambdarank_learns_the_deciding_feature():
+    from eval.metrics import mean_ndcg
+    from lref.distill.ltr import fit_lambdarank
+
+    rng = np.random.default_rng(0)
+
+    def make(n_groups, size=12):
+        X = rng.normal(size=(n_groups * size, 4))
+        y = np.digitize(X[:, 2], [-0.7, 0.0, 0.7])  # feature 2 alone decides the grade (0..3)
+        qids = [str(g) for g in range(n_groups) for _ in range(size)]
+        return X, y, qids, [size] * n_groups
+
+    X, y, _, groups = make(60)
+    booster = fit_lambdarank(X, y, groups, ["noise_a", "noise_b", "decider", "noise_c"], rounds=50)
+    Xt, yt, qt, _ = make(20)
+    assert mean_ndcg(qt, yt.tolist(), booster.predict(Xt).tolist(), 10) > 0.98
+    gain = booster.feature_importance("gain")
+    assert gain.argmax() == 2 and gain[2] / gain.sum() > 0.8
+
+
+def test_ltr_saves_reloads_and_scores_the_same(corpus, tmp_path):
+    from lref.distill.ltr import LTRModel, train_ltr
+
+    tags = tmp_path / "tags.jsonl"
+    rows = [
+        {
+            "product_id": pid,
+            "topic": [p.category[-1]] if p.category else [],
+            "style": ["classic"],
+            "quality": {"text": {"level": 2}},
+        }
+        for pid, p in list(corpus.products.items())[::2]
+    ]
+    tags.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    meta = train_ltr(corpus, tmp_path / "ltr", tags=str(tags), rounds=20)
+    assert set(meta["importance_gain"]) >= {"bm25", "bi_cosine", "ce_score", "topic_match", "rating"}
+    assert (tmp_path / "ltr" / "importance.md").exists() and (tmp_path / "ltr" / "importance.png").exists()
+    m = LTRModel.load(tmp_path / "ltr")
+    a, b = m.score_corpus(corpus), LTRModel.load(tmp_path / "ltr").score_corpus(corpus)
+    assert a.shape == (len(corpus.judgments),)
+    np.testing.assert_allclose(a, b)
+
+
+def test_tag_features_from_tags_and_category_fallback(corpus):
+    from lref.data import Product
+    from lref.distill.features import tag_features
+
+    p = Product("p1", "Leather belt", category=["Clothing", "Men", "Belts"])
+    f = tag_features("brown leather belts", p, None)
+    assert f["topic_match"] == 1.0 and f["style_match"] == 0.0 and np.isnan(f["quality_mean"])
+    tags = {
+        "p1": {"topic": ["dress shoes"], "style": ["brown leather"], "quality": {"a": {"level": 1}, "b": {"level": 3}}}
+    }
+    f = tag_features("brown leather belts", p, tags)
+    assert f["topic_match"] == 0.0 and f["style_match"] == 1.0
+    assert f["quality_mean"] == 2.0 and f["quality_min"] == 1.0
+
+
+# ---------------------------------------------------------------------------------------------- teacher
+
+
+class _Interrupting:
+    """An engine that is killed (KeyboardInterrupt) on its n-th call."""
+
+    def __init__(self, engine, fail_on: int):
+        self.engine, self.fail_on, self.calls = engine, fail_on, 0
+        self.scheme, self.tokenizer = engine.scheme, engine.tokenizer
+
+    def score(self, prompts, progress=False):
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise KeyboardInterrupt
+        return self.engine.score(prompts)
+
+
+def test_teacher_scoring_resumes_each_pair_exactly_once(corpus, tiny_model, tmp_path):
+    from lref.distill.teacher import candidate_pairs, make_engine, score_pairs
+
+    engine = make_engine(str(tiny_model), None, batch_size=8)
+    engine.name = "tiny"
+    pairs = candidate_pairs(corpus, top_bm25=2, top_dense=2)
+    judged = {(j.query_id, j.product_id) for j in corpus.judgments}
+    aug = [p for p in pairs if p["source"] != "judged"]
+    assert not any((p["query_id"], p["product_id"]) in judged for p in aug)
+    for q in corpus.query_ids:  # at most N per source and query; BM25 only returns products with a match
+        assert 1 <= sum(p["query_id"] == q and p["source"] == "dense" for p in aug) <= 2
+        assert sum(p["query_id"] == q and p["source"] == "bm25" for p in aug) <= 2
+    assert any(p["source"] == "bm25" for p in aug) and any(p["source"] == "dense" for p in aug)
+    keys = [(p["query_id"], p["product_id"]) for p in pairs]
+    assert len(set(keys)) == len(keys)
+    pairs = pairs[:40] + [p for p in pairs if p["source"] != "judged"][:6]
+
+    ref = tmp_path / "ref.jsonl"
+    score_pairs(engine, corpus, pairs, ref, chunk_size=8, progress=False)
+    out = tmp_path / "scores.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        score_pairs(_Interrupting(engine, 3), corpus, pairs, out, chunk_size=8, progress=False)
+    assert len(out.read_text().splitlines()) == 16
+    with out.open("a") as f:
+        f.write('{"query_id": "torn')  # a kill in the middle of a write
+    stats = score_pairs(engine, corpus, pairs, out, chunk_size=8, progress=False)
+    assert stats["skipped"] == 16 and stats["scored"] == len(pairs) - 16
+
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    want = {(r["query_id"], r["product_id"]): r for r in map(json.loads, ref.read_text().splitlines())}
+    assert sorted((r["query_id"], r["product_id"]) for r in got) == sorted(want)
+    for r in got:
+        w = want[(r["query_id"], r["product_id"])]
+        assert r["source"] == w["source"] and set(r["probs"]) == set(corpus.scheme.labels)
+        assert sum(r["probs"].values()) == pytest.approx(1.0)
+        assert r["score"] == pytest.approx(w["score"], abs=1e-5)
+    assert score_pairs(engine, corpus, pairs, out, progress=False)["scored"] == 0  # a finished job stays finished
+
+
+def test_teacher_bad_pairs_go_to_the_errors_file(corpus, tiny_model, tmp_path):
+    from lref.distill.teacher import make_engine, score_pairs
+
+    engine = make_engine(str(tiny_model), None)
+    j = corpus.judgments[0]
+    pairs = [
+        {
+            "query_id": j.query_id,
+            "query": j.query,
+            "product_id": j.product_id,
+            "source": "judged",
+            "gold_grade": j.grade,
+        },
+        {"query_id": j.query_id, "query": j.query, "product_id": "NOPE", "source": "bm25", "gold_grade": None},
+    ]
+    stats = score_pairs(engine, corpus, pairs, tmp_path / "t.jsonl", progress=False)
+    assert stats["scored"] == 1 and stats["errors"] == 1
+    err = json.loads((tmp_path / "t.errors.jsonl").read_text())
+    assert err["product_id"] == "NOPE" and "not in the catalogue" in err["error"]
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_split_and_eval_with_a_student(esci_slice, tmp_path, capsys):
+    from lref.cli import main
+
+    assert (
+        main(["distill", "split", "--data", str(esci_slice), "--test-fraction", "0.25", "--out", str(tmp_path / "s")])
+        == 0
+    )
+    split = json.loads((tmp_path / "s" / "split.json").read_text())
+    assert len(split["train"]) == 3 and len(split["test"]) == 1 and not set(split["train"]) & set(split["test"])
+    test_rows = (tmp_path / "s" / "test.tsv").read_text().splitlines()[1:]
+    assert {r.split("\t")[0] for r in test_rows} == set(split["test"])
+    code = main(
+        [
+            "eval",
+            "--scorer",
+            "bi-encoder",
+            "--data",
+            str(esci_slice),
+            "--judgments",
+            str(tmp_path / "s" / "test.tsv"),
+            "--out",
+            str(tmp_path / "ev"),
+        ]
+    )
+    assert code == 0
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["scorer"] == "bi-encoder" and m["n_queries"] == 1 and 0.0 < m["ndcg@10"] <= 1.0
