@@ -377,3 +377,42 @@ def test_llm_step_with_tiny_model(store_dir, tiny_model):
         Tagger(
             Taxonomy.load(store_dir / "taxonomy.yaml"), Store(store_dir), engine=HFEngine.from_pretrained(tiny_model)
         )
+
+
+def test_llm_step_with_scripted_openai_server(store_dir, tiny_model):
+    """The tagger through the openai engine against a scripted OpenAI-compatible server (httpx MockTransport)."""
+    oa = pytest.importorskip("lref.engines.openai")
+    import math
+
+    import httpx
+
+    from lref.labels import BINARY
+    from lref.models import load_tokenizer
+    from rag.store import Store
+    from tagging.tagger import Tagger
+
+    tok = load_tokenizer(tiny_model)
+    yes_id, no_id = BINARY.token_ids(tok)
+    bodies = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        assert request.url.path == "/v1/completions"
+        choices = []
+        for i, prompt in enumerate(body["prompt"]):
+            p_yes = 0.9 if "style tag: gothic" in prompt else 0.2
+            top = {f"token_id:{yes_id}": math.log(p_yes), f"token_id:{no_id}": math.log(1 - p_yes)}
+            choices.append({"index": i, "text": "yes", "logprobs": {"top_logprobs": [top]}})
+        return httpx.Response(200, json={"choices": choices})
+
+    engine = oa.OpenAIEngine(
+        "http://scripted/v1", "tagger", scheme="binary", tokenizer=tok, transport=httpx.MockTransport(handler)
+    )
+    tagger = Tagger(Taxonomy.load(store_dir / "taxonomy.yaml"), Store(store_dir), engine=engine, model_name="tagger")
+    (row,) = tagger.tag([Product("Q", "Garden Gnome Statue, Ceramic, With Solar Lantern")])
+    asked = row["evidence"]["llm_p_yes"]
+    assert asked["style:gothic"] == pytest.approx(0.9, abs=1e-6)
+    assert all(v == pytest.approx(0.2, abs=1e-6) for t, v in asked.items() if t != "style:gothic")
+    assert bodies and all(b["max_tokens"] == 1 for b in bodies)
+    assert "gothic" in row["style"] and row["model"] == "tagger"
