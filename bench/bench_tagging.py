@@ -33,7 +33,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from lref.data import load_products
     from rag.store import Store
-    from tagging.tagger import Tagger, build_index
+    from tagging.tagger import Tagger, build_index, product_text
     from tagging.taxonomy import build_from_products
 
     products = [p for p in load_products(Path(args.data) / "products.jsonl").values() if p.category]
@@ -58,7 +58,7 @@ def main() -> None:
         batched = len(query) / (time.perf_counter() - t)
 
         t = time.perf_counter()
-        emb = store.embedder.encode([__import__("tagging.tagger").tagger.product_text(p) for p in query])
+        emb = store.embedder.encode([product_text(p, tagger.config.text_words) for p in query])
         t_embed = time.perf_counter() - t
         t = time.perf_counter()
         for s in range(0, len(query), args.batch_size):

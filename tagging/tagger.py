@@ -45,10 +45,13 @@ class TaggerConfig:
     max_style_candidates: int = 5
     llm_weight: float = 0.7  # share of the LLM's P(yes) in the final confidence
     calibration: dict[str, tuple[float, float]] = field(default_factory=dict)  # type -> (a, b)
-    text_words: int = 48  # words of the product text that are embedded
+    text_words: int | None = None  # words of product text embedded (None: as the store was indexed)
 
 
-def product_text(p: Product, max_words: int = 48) -> str:
+TEXT_WORDS = 24  # words of product text embedded: title, brand, first bullets
+
+
+def product_text(p: Product, max_words: int = TEXT_WORDS) -> str:
     """What is embedded for a product: title, brand, then the first bullet points (never the category)."""
     parts = [p.title.strip()]
     if p.brand:
@@ -74,6 +77,7 @@ def build_index(
     tags: dict[str, dict] | None = None,
     max_depth: int = 3,
     progress: bool = False,
+    text_words: int = TEXT_WORDS,
 ) -> dict:
     """Index tag definitions and exemplar products into `store`, and save the KG (with product→tag edges)
     as `store/kg.json`. Products without topic (no tags row and no category) are skipped."""
@@ -100,7 +104,7 @@ def build_index(
         if not path:
             continue
         ids.append(p.product_id)
-        texts.append(product_text(p))
+        texts.append(product_text(p, text_words))
         metas.append({"topic": SEP.join(path), "style": "|".join(styles)})
         tids = [tag_id("topic", SEP.join(path))] + [tag_id("style", s) for s in styles]
         kg.tag_product(p.product_id, tids)
@@ -110,7 +114,14 @@ def build_index(
         store.add(EXEMPLARS, ids[s : s + bs], texts[s : s + bs], metas[s : s + bs], embeddings=emb)
     kg.save(store.path / "kg.json")
     recall = {name: store.recall_at_k(name, k=10) for name in (TAGS, EXEMPLARS)}
-    store.write_manifest({"recall@10": recall, "n_exemplars": store.count(EXEMPLARS), "n_tags": store.count(TAGS)})
+    store.write_manifest(
+        {
+            "recall@10": recall,
+            "n_exemplars": store.count(EXEMPLARS),
+            "n_tags": store.count(TAGS),
+            "text_words": text_words,
+        }
+    )
     log.info("indexed %d tags and %d exemplars; HNSW recall@10 vs exact: %s", len(tag_ids), len(ids), recall)
     return {"n_tags": len(tag_ids), "n_exemplars": len(ids), "recall@10": recall}
 
@@ -163,6 +174,8 @@ class Tagger:
         )
         if saved is not None:
             self.kg.merge_products(saved)
+        if self.config.text_words is None:
+            self.config.text_words = int(store.read_manifest().get("text_words", TEXT_WORDS))
         self.engine = engine
         if engine is not None and getattr(engine, "scheme", None) is not None and engine.scheme.name != "binary":
             raise ValueError(f"the tagger's engine must use the binary label scheme, not {engine.scheme.name!r}")
