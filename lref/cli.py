@@ -15,7 +15,12 @@ import sys
 from lref.config import ConfigError, flag_defaults
 
 # The modules that add subcommands, in help order. Each has `add_parsers(subparsers)`.
-COMMAND_MODULES = ["lref.commands.core", "lref.commands.serve", "lref.commands.distill"]
+COMMAND_MODULES = [
+    "lref.commands.core",
+    "lref.commands.tagging",
+    "lref.commands.serve",
+    "lref.commands.distill",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
