@@ -15,7 +15,7 @@ import sys
 from lref.config import ConfigError, flag_defaults
 
 # The modules that add subcommands, in help order. Each has `add_parsers(subparsers)`.
-COMMAND_MODULES = ["lref.commands.core"]
+COMMAND_MODULES = ["lref.commands.core", "lref.commands.train"]
 
 
 def build_parser() -> argparse.ArgumentParser:
