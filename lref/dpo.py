@@ -174,8 +174,13 @@ def train_dpo(
         for m in mined:
             r = records[m["index"]]
             f.write(json.dumps({"query_id": r.get("query_id"), "product_id": r.get("product_id"), **m}) + "\n")
-    if not mined:
-        raise ValueError("no over-graded answers to learn from: the model never ranks a grade above gold")
+    if not mined:  # nothing to de-bias: the stage passes the model through unchanged, and says so
+        log.warning("no over-graded answers to learn from: the model never ranks a grade above gold")
+        model.save_pretrained(out / "model")
+        tok.save_pretrained(out / "model")
+        summary.update(steps=0, model=str(out / "model"), after=summary.get("before"))
+        (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        return summary
     train = datasets.Dataset.from_list(dpo_rows(records, mined, scheme, tok))
     cb = metrics_callback(out / "metrics.jsonl", eval_corpus, tok, eval_batch_size, max_product_tokens)
     trainer = DPOTrainer(

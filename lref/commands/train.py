@@ -265,6 +265,8 @@ def cmd_dpo(args) -> int:
         args.max_product_tokens,
     )
     msg = f"dpo: {summary['pairs']} over-graded pairs of {summary['pool']}, {summary['steps']} steps"
+    if not summary.get("train_loss") and summary["steps"] == 0:
+        msg += " (nothing to de-bias: model passed through)"
     if "before" in summary and "after" in summary:
         b, a = summary["before"], summary["after"]
         msg += (
