@@ -182,7 +182,8 @@ def train_dpo(
         (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         return summary
     train = datasets.Dataset.from_list(dpo_rows(records, mined, scheme, tok))
-    cb = metrics_callback(out / "metrics.jsonl", eval_corpus, tok, eval_batch_size, max_product_tokens)
+    # losses only: the eval split is scored before and after training instead of at each epoch
+    cb = metrics_callback(out / "metrics.jsonl", None, tok, eval_batch_size, max_product_tokens)
     trainer = DPOTrainer(
         model=model,
         args=config,

@@ -56,16 +56,27 @@ def test_sft_lora_logs_loss_and_changes_adapter(tiny_model, tmp_path):
 
 
 def test_sft_learns_a_rule_and_evaluates_each_epoch(tiny_model, tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    from lref.engines.hf import HFEngine
+    from lref.prompts import judgment_messages
+
     # binary scheme: short instructions, so the rule's word is a large share of the prompt
-    recs, _ = synthetic(48, 1, labels=("yes", "no"), scheme=BINARY)
-    _, val = synthetic(24, 2, labels=("yes", "no"), scheme=BINARY)
-    cfg = fast(tmp_path, num_train_epochs=4, learning_rate=3e-3, per_device_train_batch_size=4)
+    recs, _ = synthetic(64, 1, labels=("yes", "no"), scheme=BINARY)
+    val_recs, val = synthetic(24, 2, labels=("yes", "no"), scheme=BINARY)
+    cfg = fast(tmp_path, num_train_epochs=6, learning_rate=1e-3, logging_steps=8)
     s = train_sft(tiny_model, sft_dataset(recs, BINARY), tmp_path, cfg, LoraSpec(enabled=False), eval_corpus=val)
     evals = [json.loads(x)["eval"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
-    assert len(evals) == 4  # one per epoch, with the harness metrics
+    assert len(evals) == 6  # one per epoch, with the harness metrics
     assert set(evals[0]) >= {"macro_f1", "accuracy", "over_grading_rate", "ndcg@10"}
-    # chance on this balanced two-label task is 0.5; the rule is learnable
-    assert s["eval"]["accuracy"] >= 0.75, evals
+
+    def auc(model_dir):
+        engine = HFEngine.from_pretrained(model_dir, scheme=BINARY)
+        scored = engine.score([judgment_messages(r["query"], r["product_text"], BINARY) for r in val_recs])
+        return roc_auc_score([r["label"] == "yes" for r in val_recs], [p.probs[0] for p in scored])
+
+    # chance is 0.5: the trained judge ranks held-out pairs by the rule (fruit -> yes, animal -> no)
+    assert auc(s["model"]) >= 0.8
 
 
 def test_sft_resumes_after_a_kill(tiny_model, tmp_path):
