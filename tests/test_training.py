@@ -193,3 +193,18 @@ def test_evaluate_model_keys(tiny_model):
     _, corpus = synthetic(8, 6)
     m = evaluate_model(model, tok, corpus)
     assert set(m) == {"macro_f1", "accuracy", "over_grading_rate", "under_grading_rate", "ndcg@10"}
+
+
+def test_select_imcims_and_uncertainty_end_to_end(tiny_model, tmp_path):
+    from lref.selection import SelectionSpec, select
+
+    recs, _ = synthetic(16, 7)
+    spec = SelectionSpec(methods=("imcims", "uncertainty"), budget=6, judge_steps=1, judge_fraction=0.5)
+    rows, summary = select(recs, ESCI, spec, tiny_model, tmp_path, judge_config={"per_device_train_batch_size": 4})
+    assert len(rows) == 6 == summary["selected"]
+    assert {"im", "ci", "ms"} <= {p.name for p in tmp_path.iterdir()}  # three judges were trained
+    assert sum(1 for r in rows if r["selected_by"] == "imcims") == min(summary["imcims_kept"], 6)
+    for r in rows:
+        assert r["selected_by"] in ("imcims", "uncertainty") and r["reason"]
+        if r["selected_by"] == "imcims":
+            assert "(wrong)" in r["reason"] and "CI predicted " + r["label"] in r["reason"]
