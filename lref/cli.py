@@ -17,6 +17,7 @@ from lref.config import ConfigError, flag_defaults
 # The modules that add subcommands, in help order. Each has `add_parsers(subparsers)`.
 COMMAND_MODULES = [
     "lref.commands.core",
+    "lref.commands.train",
     "lref.commands.tagging",
     "lref.commands.serve",
     "lref.commands.distill",

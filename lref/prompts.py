@@ -81,3 +81,80 @@ def render_chat(tokenizer, messages: list[dict]) -> str:
     """
     msgs = [m if m["role"] != "user" else {**m, "content": sanitize(m["content"], tokenizer)} for m in messages]
     return render(tokenizer, msgs)
+
+
+# ---------------------------------------------------------------------------------------------- chain of thought
+
+ANSWER_PREFIX = "Answer:"
+
+DEFAULT_RULES = """Relevance rules (derive the grade step by step):
+1. Product relevance: find the core product type and function the query asks for. If the product is not
+   that type and does not serve that function, it is not Exact or Substitute.
+2. Modifier relevance: check the modifiers the query names: brand, model, size, colour, material and
+   other attributes. Every modifier matching means Exact; a core-type match with a modifier missing or
+   different means Substitute.
+3. A product of another type that is used with what the query asks for (an accessory, a part, a refill)
+   is a Complement.
+4. A product that matches neither the core type nor a use with it is Irrelevant."""
+
+COT_KINDS = ("ee", "ra", "dr")
+
+
+def answer_slot(verbalizer: str) -> str:
+    """The fixed ending of every chain-of-thought answer: the grade alone on the line after `Answer:`.
+
+    The verbalizer follows a line break, exactly as it follows the assistant header in the direct prompt,
+    so it is the same single token, and its distribution is read at this slot in one forward pass.
+    """
+    return f"\n{ANSWER_PREFIX}\n{verbalizer}"
+
+
+def cot_system_text(scheme: LabelScheme, kind: str = "ee", rules: str | None = None) -> str:
+    """Instructions for a chain-of-thought judgment; RA-CoT adds the written rules."""
+    if kind not in COT_KINDS:
+        raise ValueError(f"unknown chain-of-thought kind {kind!r} ({COT_KINDS})")
+    defs = "\n".join(f"- {g.verbalizer}: {g.definition}" for g in scheme.grades)
+    extra = f"\n\n{rules or DEFAULT_RULES}" if kind == "ra" else ""
+    return (
+        f"{INSTRUCTION}\n\nGrades:\n{defs}{extra}\n\nReason briefly about the product type and the modifiers, "
+        f"then end with a line '{ANSWER_PREFIX}' followed by exactly one of: {', '.join(scheme.verbalizers)}."
+    )
+
+
+def cot_messages(
+    query: str,
+    product_text: str,
+    scheme: LabelScheme,
+    kind: str = "ee",
+    wrong_label: str | None = None,
+    rules: str | None = None,
+    tokenizer=None,
+) -> list[dict]:
+    """Chat messages of a chain-of-thought judgment; DR-CoT shows the wrong decision to correct."""
+    user = user_text(query, product_text, tokenizer)
+    if kind == "dr":
+        if wrong_label is None:
+            raise ValueError("DR-CoT needs the wrong decision to correct")
+        user += (
+            f"\n\nA judge graded this pair {wrong_label}. Explain whether that is wrong and give the correct grade."
+        )
+    return [{"role": "system", "content": cot_system_text(scheme, kind, rules)}, {"role": "user", "content": user}]
+
+
+def teacher_messages(
+    query: str,
+    product_text: str,
+    scheme: LabelScheme,
+    kind: str,
+    gold_label: str | None = None,
+    wrong_label: str | None = None,
+    rules: str | None = None,
+) -> list[dict]:
+    """What a teacher model is asked for each kind: EE explains the gold label, RA derives the label from the
+    rules (no gold shown), DR explains why `wrong_label` is wrong and gives the gold label."""
+    msgs = cot_messages(query, product_text, scheme, kind, wrong_label, rules)
+    if kind == "ee":
+        msgs[-1]["content"] += f"\n\nThe correct grade is {gold_label}. Explain why, then give it."
+    elif kind == "dr":
+        msgs[-1]["content"] += f" The correct grade is {gold_label}."
+    return msgs

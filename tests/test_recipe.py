@@ -26,12 +26,22 @@ def test_stage_argv():
 
 
 def test_quickstart_recipe_smoke(esci150, tmp_path):
+    """The whole quickstart (select -> SFT -> Multi-CoT -> DPO -> eval -> ablation), with steps cut by overrides."""
     out = tmp_path / "qs"
-    run_recipe(
-        "recipes/quickstart.yaml", out, [f"data.dir={esci150}", "eval.queries=2", "stages.0.args.vocab_size=600"]
-    )
+    cut = ["train.sft_steps=2", "train.mcot_steps=1", "train.dpo_steps=1", "data.budget=24", "data.diversity_pool=40"]
+    cut += ["train.mcot_rows=6", "train.dpo_pairs=6", "eval.queries=1", "eval.cot_tokens=4"]
+    run_recipe("recipes/quickstart.yaml", out, [f"data.dir={esci150}", "stages.0.args.vocab_size=600", *cut])
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["data"]["dir"] == str(esci150)
-    for run in ("bm25", "tiny-llm"):
-        assert json.loads((out / run / "metrics.json").read_text())["n_queries"] == 2
-    assert "| tiny-llm |" in (out / "comparison.md").read_text()
+    selected = [json.loads(x) for x in (out / "select" / "selected.jsonl").read_text().splitlines()]
+    assert len(selected) == 24 and all(r["selected_by"] in ("diversity", "balance") and r["reason"] for r in selected)
+    holdout = set((out / "select" / "holdout_queries.txt").read_text().split())
+    assert holdout and not holdout & {r["query_id"] for r in selected}
+    ablation = json.loads((out / "ablation.json").read_text())
+    assert [r["stage"] for r in ablation] == ["bm25", "base", "sft", "mcot", "dpo"]
+    assert all(r["n_pairs"] == ablation[0]["n_pairs"] for r in ablation)  # every stage on the same split
+    assert ablation[0]["macro_f1"] is None and all(0 <= r["accuracy"] <= 1 for r in ablation[1:])
+    assert "| dpo |" in (out / "ablation.md").read_text() and (out / "ablation.png").stat().st_size > 0
+    dpo = json.loads((out / "dpo" / "summary.json").read_text())
+    assert {"before", "after"} <= set(dpo) and "over_grading_rate" in dpo["after"]
+    assert (out / "sft" / "metrics.jsonl").exists() and (out / "sft" / "model" / "config.json").exists()

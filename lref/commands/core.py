@@ -29,7 +29,13 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a scorer on graded judgments and write a report")
     p.add_argument("--config", help="YAML file of these flags")
     _data_args(p)
-    p.add_argument("--scorer", choices=["bm25", "llm", "cross-encoder", "bi-encoder", "ltr"], default="bm25")
+    p.add_argument(
+        "--scorer",
+        choices=["bm25", "llm", "llm-cot", "cross-encoder", "bi-encoder", "ltr"],
+        default="bm25",
+        help="llm-cot: rationale, then the answer slot; cross-encoder/bi-encoder/ltr: students from lref distill",
+    )
+    p.add_argument("--max-new-tokens", type=int, default=96, help="rationale length for --scorer llm-cot")
     _model_args(p, required=False)
     p.add_argument("--name", help="run name shown in comparisons (default: the scorer)")
     p.add_argument("--out", required=True, help="run folder for metrics.json, scores.jsonl, report.md, plots")
@@ -52,6 +58,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judgments", help="another judgments file to use with the folder's products")
     p.add_argument("--scheme", default="esci", help="label scheme: esci, lref5 or binary")
     p.add_argument("--queries", type=int, help="use only the first N queries (by id), for quick runs")
+    p.add_argument("--query-ids", help="file of query ids (one per line): evaluate only these, e.g. a held-out split")
 
 
 def _model_args(p: argparse.ArgumentParser, required: bool) -> None:
@@ -69,6 +76,10 @@ def _corpus(args):
     from lref.data import load_dir
 
     corpus = load_dir(args.data, args.judgments, args.scheme)
+    if args.query_ids:
+        from lref.commands.train import read_query_ids
+
+        corpus = corpus.subset(read_query_ids(args.query_ids))
     if args.queries:
         corpus = corpus.subset(corpus.query_ids[: args.queries])
     return corpus
@@ -136,6 +147,10 @@ def cmd_eval(args) -> int:
         if not args.model:
             raise FileNotFoundError("--scorer llm needs --model (a model folder or Hub id)")
         scorer = scorers.LLMScorer(_engine(args), args.max_product_tokens)
+        if args.scorer == "llm-cot":
+            from lref.mcot import CoTScorer
+
+            scorer = CoTScorer(scorer.engine, args.max_product_tokens, args.max_new_tokens)
     m = evaluate(corpus, scorer, args.out, name=args.name)
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     print(
