@@ -149,7 +149,10 @@ def _training_args(cfg: StudentConfig, out_dir: Path, n_rows: int, cls):
 def train_ranker(
     examples: list[dict], products: Mapping[str, Product], cfg: StudentConfig, out_dir: str | Path
 ) -> dict:
-    """Train the cross-encoder student and save it to `out_dir` with `distill.json` (config, losses)."""
+    """Train the cross-encoder student and save it to `out_dir` with `distill.json` (config, losses).
+
+    Returns the metadata written to `distill.json` plus the trained `model` (not saved in the JSON).
+    """
     import datasets
     import torch
     from sentence_transformers.cross_encoder import (
@@ -206,11 +209,12 @@ def train_ranker(
         "n_train_rows": len(ds),
         "n_examples": len(examples),
         "n_augmented": sum(e["gold"] is None for e in examples),
+        "train_query_ids": sorted({e["query_id"] for e in examples}),
         "loss_history": history,
     }
     (out_dir / "distill.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     log.info("ranker saved to %s (%d rows, loss %.4f -> %.4f)", out_dir, len(ds), history[0], history[-1])
-    return meta
+    return {**meta, "model": model}
 
 
 def read_meta(model_dir: str | Path) -> dict:
