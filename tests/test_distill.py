@@ -119,7 +119,7 @@ def test_build_examples_mixes_gold_and_teacher_and_ignores_other_queries(corpus)
 # ---------------------------------------------------------------------------------------------- ranker
 
 
-@pytest.mark.parametrize("loss", ["mse", "bce", "margin-mse"])
+@pytest.mark.parametrize("loss", ["mse", "bce", "margin-mse", "lambda"])
 def test_ranker_loss_falls_and_reload_gives_same_scores(corpus, tiny_bert, tmp_path, loss):
     from lref.distill.features import student_text
     from lref.distill.ranker import CrossEncoderStudent, train_ranker
@@ -178,6 +178,17 @@ def test_recall_student_trains_indexes_and_measures_recall(corpus, tiny_bert, tm
 # ---------------------------------------------------------------------------------------------- LTR
 
 
+def test_query_lists_keep_queries_apart_and_every_example_once(corpus):
+    from lref.distill.ranker import build_examples, query_lists
+
+    ex = build_examples(corpus)
+    lists = query_lists(ex, size=4)
+    assert all(2 <= len(rows) <= 4 and len({e["query_id"] for e in rows}) == 1 for rows in lists)
+    assert sorted((e["query_id"], e["product_id"]) for rows in lists for e in rows) == sorted(
+        (e["query_id"], e["product_id"]) for e in ex
+    )
+
+
 def test_lambdarank_learns_the_deciding_feature():
     from eval.metrics import mean_ndcg
     from lref.distill.ltr import fit_lambdarank
@@ -226,7 +237,7 @@ def test_ltr_saves_reloads_and_scores_the_same(corpus, tiny_bert, tmp_path):
 
 def test_tag_features_from_tags_and_category_fallback(corpus):
     from lref.data import Product
-    from lref.distill.features import tag_features
+    from lref.distill.features import coverage_features, tag_features
 
     p = Product("p1", "Leather belt", category=["Clothing", "Men", "Belts"])
     f = tag_features("brown leather belts", p, None)
@@ -237,6 +248,17 @@ def test_tag_features_from_tags_and_category_fallback(corpus):
     f = tag_features("brown leather belts", p, tags)
     assert f["topic_match"] == 0.0 and f["style_match"] == 1.0
     assert f["quality_mean"] == 2.0 and f["quality_min"] == 1.0
+    cov = coverage_features("brown leather belts", p)  # "belts" ~ "belt"; "brown" is nowhere
+    assert cov["title_coverage"] == pytest.approx(2 / 3) and cov["text_coverage"] == pytest.approx(2 / 3)
+
+
+def test_per_query_z_standardises_within_each_query():
+    from lref.distill.features import per_query_z
+
+    z = per_query_z([1.0, 3.0, 10.0, 10.0, 20.0, float("nan")], ["a", "a", "b", "b", "b", "c"])
+    np.testing.assert_allclose(z[:2], [-1.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(z[2:5], [-1 / np.sqrt(2), -1 / np.sqrt(2), np.sqrt(2)], atol=1e-6)
+    assert np.isnan(z[5])
 
 
 # ---------------------------------------------------------------------------------------------- teacher

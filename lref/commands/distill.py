@@ -36,7 +36,7 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_teacher)
 
     for name, helptext, losses in (
-        ("ranker", "train the cross-encoder ranking student", ["mse", "bce", "margin-mse"]),
+        ("ranker", "train the cross-encoder ranking student", ["mse", "bce", "margin-mse", "lambda"]),
         (
             "recall",
             "train the bi-encoder recall student, index the catalogue, measure recall@k",
@@ -60,6 +60,7 @@ def add_parsers(sub) -> None:
         p.add_argument("--learning-rate", type=float, default=5e-5)
         p.add_argument("--max-length", type=int, default=64)
         p.add_argument("--pairs-per-query", type=int, default=32)
+        p.add_argument("--list-size", type=int, default=16, help="products per list for --loss lambda")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--base", help="initial model folder (default: the local MiniLM weights)")
         p.add_argument("--out", required=True, help="model folder to write")
@@ -151,6 +152,7 @@ def _student_cfg(args):
         learning_rate=args.learning_rate,
         seed=args.seed,
         pairs_per_query=args.pairs_per_query,
+        list_size=args.list_size,
     )
 
 

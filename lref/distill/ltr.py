@@ -16,7 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from lref.data import Corpus
-from lref.distill.features import FEATURES, BM25Index, load_tags, rating_features, tag_features
+from lref.distill.features import (
+    FEATURES,
+    BM25Index,
+    coverage_features,
+    load_tags,
+    per_query_z,
+    rating_features,
+    tag_features,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +95,22 @@ class FeatureBuilder:
         ranks = {q: bm25.rank_of(q) for q in set(queries)}
         bi = self.bi.score_pairs(queries, prods, progress)
         ce = self.ce.score_pairs(queries, prods, progress) if self.ce else [float("nan")] * len(js)
+        qids = [j.query_id for j in js]
+        bm = [float(bm25.scores(q)[bm25.row_of[p.product_id]]) for q, p in zip(queries, prods, strict=True)]
+        z = {
+            "bm25_qz": per_query_z(bm, qids),
+            "bi_cosine_qz": per_query_z(bi, qids),
+            "ce_score_qz": per_query_z(ce, qids),
+        }
         rows = []
         for i, (q, p) in enumerate(zip(queries, prods, strict=True)):
             f = {
-                "bm25": float(bm25.scores(q)[bm25.row_of[p.product_id]]),
+                "bm25": bm[i],
                 "bm25_rank": float(np.log1p(ranks[q][p.product_id])),
                 "bi_cosine": bi[i],
                 "ce_score": ce[i],
+                **{k: float(v[i]) for k, v in z.items()},
+                **coverage_features(q, p),
                 **tag_features(q, p, self.tags),
                 **rating_features(p),
             }
