@@ -69,6 +69,7 @@ def main() -> None:
         p = bi.encode(texts[:n], batch_size=64, normalize_embeddings=True)
         (q * p).sum(-1)
 
+    print(f"load average at the start (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     results = {"cross-encoder": rate(ce_score, args.pairs), "bi-encoder": rate(bi_score, args.pairs)}
     print({k: round(v, 1) for k, v in results.items()}, flush=True)
     torch.ao.quantization.quantize_dynamic(ce, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
@@ -87,6 +88,7 @@ def main() -> None:
         prompt_tokens = sum(len(x) for x in engine.encode(prompts)) / len(prompts)
         judge = rate(lambda n: engine.score(prompts[:n]), len(prompts))
 
+    print(f"load average at the end (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(
         f"threads {args.threads}, students at {args.max_length} tokens, judge prompts {prompt_tokens:.0f} tokens, "
         f"judge {n_params / 1e6:.0f}M params"

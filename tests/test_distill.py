@@ -14,7 +14,48 @@ from lref.data import load_dir
 
 @pytest.fixture(scope="module")
 def corpus(esci_slice):
-    return load_dir(esci_slice)
+    """The 4-query slice cut to 6 judged products per query (3 best, 3 worst) and 8 unjudged products.
+
+    Small on purpose: every MiniLM forward pass in these tests runs over a few dozen products only.
+    """
+    from lref.data import Corpus
+
+    full = load_dir(esci_slice)
+    js = []
+    for q in full.query_ids:
+        rows = sorted((j for j in full.judgments if j.query_id == q), key=lambda j: (-j.grade, j.product_id))
+        js += rows[:3] + rows[-3:]
+    judged = {j.product_id for j in js}
+    extra = [p for p in full.products if p not in judged][:8]
+    products = {p: full.products[p] for p in [*sorted(judged), *extra]}
+    return Corpus(js, products, full.scheme, {q: t for q, t in full.queries.items() if q in full.query_ids})
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A randomly initialised one-layer BERT (hidden 32) with MiniLM's tokenizer, saved as a student base.
+
+    The students' code paths are the same as with MiniLM (a fresh head for the cross-encoder, mean
+    pooling for the bi-encoder) at a fraction of the CPU time; one test below still uses real MiniLM.
+    """
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from lref.distill.features import minilm_path
+
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        hidden_dropout_prob=0.0,  # no dropout: every step sees the same batch, so the loss must fall
+        attention_probs_dropout_prob=0.0,
+    )
+    path = tmp_path_factory.mktemp("tiny_bert")
+    BertModel(cfg).save_pretrained(path)
+    AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(path)
+    return str(path)
 
 
 def _tiny_examples(corpus, n_per_query=4):
@@ -29,11 +70,23 @@ def _tiny_examples(corpus, n_per_query=4):
     return out
 
 
-def _small_cfg(**kw):
+def _small_cfg(base, **kw):
     from lref.distill.ranker import StudentConfig
 
-    base = {"max_steps": 4, "batch_size": 8, "learning_rate": 1e-4, "warmup_ratio": 0.0, "max_length": 48}
+    base = {
+        "base": base,
+        "max_steps": 3,
+        "batch_size": 8,
+        "learning_rate": 1e-3,
+        "warmup_ratio": 0.0,
+        "max_length": 32,
+    }
     return StudentConfig(**{**base, **kw})
+
+
+def _pairs(corpus, n=6):
+    js = corpus.judgments[:n]
+    return [j.query for j in js], [corpus.products[j.product_id] for j in js]
 
 
 # ---------------------------------------------------------------------------------------------- targets
@@ -66,32 +119,32 @@ def test_build_examples_mixes_gold_and_teacher_and_ignores_other_queries(corpus)
 # ---------------------------------------------------------------------------------------------- ranker
 
 
-@pytest.mark.parametrize("loss", ["mse", "margin-mse"])
-def test_ranker_loss_falls_and_reload_gives_same_scores(corpus, tmp_path, loss):
+@pytest.mark.parametrize("loss", ["mse", "bce", "margin-mse", "lambda"])
+def test_ranker_loss_falls_and_reload_gives_same_scores(corpus, tiny_bert, tmp_path, loss):
+    from lref.distill.features import student_text
     from lref.distill.ranker import CrossEncoderStudent, train_ranker
 
     ex = _tiny_examples(corpus, n_per_query=2)  # 8 examples = one batch, so the steps see the same data
-    meta = train_ranker(ex, corpus.products, _small_cfg(loss=loss, pairs_per_query=1), tmp_path / "ce")
+    meta = train_ranker(ex, corpus.products, _small_cfg(tiny_bert, loss=loss, pairs_per_query=2), tmp_path / "ce")
     h = meta["loss_history"]
-    assert len(h) == 4 and h[-1] < h[0]
-    js = corpus.judgments[:6]
-    a = CrossEncoderStudent(tmp_path / "ce").score_pairs(
-        [j.query for j in js], [corpus.products[j.product_id] for j in js]
-    )
-    b = CrossEncoderStudent(tmp_path / "ce").score_pairs(
-        [j.query for j in js], [corpus.products[j.product_id] for j in js]
-    )
-    assert len(a) == 6 and all(0.0 <= x <= 1.0 for x in a)
-    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
-    assert json.loads((tmp_path / "ce" / "distill.json").read_text())["config"]["loss"] == loss
+    assert len(h) == 3 and h[-1] < h[0]
+    queries, prods = _pairs(corpus)
+    pairs = [(q, student_text(p)) for q, p in zip(queries, prods, strict=True)]
+    trained = meta["model"].predict(pairs, show_progress_bar=False)
+    reloaded = CrossEncoderStudent(tmp_path / "ce").score_pairs(queries, prods)
+    assert len(reloaded) == 6 and all(0.0 <= x <= 1.0 for x in reloaded)
+    np.testing.assert_allclose(reloaded, trained, rtol=0, atol=1e-5)
+    saved = json.loads((tmp_path / "ce" / "distill.json").read_text())
+    assert saved["config"]["loss"] == loss and saved["train_query_ids"] == corpus.query_ids
 
 
 # ---------------------------------------------------------------------------------------------- recall + index
 
 
-def test_recall_student_trains_indexes_and_measures_recall(corpus, tmp_path, monkeypatch):
+def test_recall_student_trains_indexes_and_measures_recall(corpus, tiny_bert, tmp_path, monkeypatch):
     import chromadb.utils.embedding_functions as efs
 
+    from lref.distill.features import student_text
     from lref.distill.index import VectorIndex
     from lref.distill.recall import BiEncoderStudent, build_index, recall_at_k, train_recall
 
@@ -100,14 +153,13 @@ def test_recall_student_trains_indexes_and_measures_recall(corpus, tmp_path, mon
 
     monkeypatch.setattr(efs.DefaultEmbeddingFunction, "__call__", boom)
     ex = _tiny_examples(corpus, n_per_query=4)
-    meta = train_recall(ex, corpus.products, _small_cfg(pairs_per_query=2), tmp_path / "bi")
+    meta = train_recall(ex, corpus.products, _small_cfg(tiny_bert, pairs_per_query=2), tmp_path / "bi")
     h = meta["loss_history"]
     assert h[-1] < h[0]
     student = BiEncoderStudent(tmp_path / "bi")
     prods = [corpus.products[p] for p in list(corpus.products)[:5]]
-    np.testing.assert_allclose(
-        student.embed_products(prods), BiEncoderStudent(tmp_path / "bi").embed_products(prods), atol=1e-6
-    )
+    trained = meta["model"].encode([student_text(p) for p in prods], normalize_embeddings=True)
+    np.testing.assert_allclose(student.embed_products(prods), trained, atol=1e-5)
 
     index, ids, emb = build_index(student, corpus.products, tmp_path / "index", progress=False)
     reopened = VectorIndex(tmp_path / "index")  # a fresh client reads the persisted collection
@@ -124,6 +176,17 @@ def test_recall_student_trains_indexes_and_measures_recall(corpus, tmp_path, mon
 
 
 # ---------------------------------------------------------------------------------------------- LTR
+
+
+def test_query_lists_keep_queries_apart_and_every_example_once(corpus):
+    from lref.distill.ranker import build_examples, query_lists
+
+    ex = build_examples(corpus)
+    lists = query_lists(ex, size=4)
+    assert all(2 <= len(rows) <= 4 and len({e["query_id"] for e in rows}) == 1 for rows in lists)
+    assert sorted((e["query_id"], e["product_id"]) for rows in lists for e in rows) == sorted(
+        (e["query_id"], e["product_id"]) for e in ex
+    )
 
 
 def test_lambdarank_learns_the_deciding_feature():
@@ -146,7 +209,8 @@ def test_lambdarank_learns_the_deciding_feature():
     assert gain.argmax() == 2 and gain[2] / gain.sum() > 0.8
 
 
-def test_ltr_saves_reloads_and_scores_the_same(corpus, tmp_path):
+def test_ltr_saves_reloads_and_scores_the_same(corpus, tiny_bert, tmp_path):
+    from lref.distill.features import FEATURES
     from lref.distill.ltr import LTRModel, train_ltr
 
     tags = tmp_path / "tags.jsonl"
@@ -160,18 +224,20 @@ def test_ltr_saves_reloads_and_scores_the_same(corpus, tmp_path):
         for pid, p in list(corpus.products.items())[::2]
     ]
     tags.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    meta = train_ltr(corpus, tmp_path / "ltr", tags=str(tags), rounds=20)
+    meta = train_ltr(corpus, tmp_path / "ltr", recall=tiny_bert, tags=str(tags), rounds=20, min_data_in_leaf=2)
     assert set(meta["importance_gain"]) >= {"bm25", "bi_cosine", "ce_score", "topic_match", "rating"}
     assert (tmp_path / "ltr" / "importance.md").exists() and (tmp_path / "ltr" / "importance.png").exists()
     m = LTRModel.load(tmp_path / "ltr")
-    a, b = m.score_corpus(corpus), LTRModel.load(tmp_path / "ltr").score_corpus(corpus)
-    assert a.shape == (len(corpus.judgments),)
-    np.testing.assert_allclose(a, b)
+    X = m.features.matrix(corpus)
+    assert X.shape == (len(corpus.judgments), len(FEATURES)) and np.isnan(X[:, FEATURES.index("ce_score")]).all()
+    scores = m.score_corpus(corpus)  # reloaded model, features computed from scratch
+    np.testing.assert_allclose(scores, meta["booster"].predict(X))
+    assert len(set(np.round(scores, 6))) > 1  # it learned something from the features
 
 
 def test_tag_features_from_tags_and_category_fallback(corpus):
     from lref.data import Product
-    from lref.distill.features import tag_features
+    from lref.distill.features import coverage_features, tag_features
 
     p = Product("p1", "Leather belt", category=["Clothing", "Men", "Belts"])
     f = tag_features("brown leather belts", p, None)
@@ -182,6 +248,17 @@ def test_tag_features_from_tags_and_category_fallback(corpus):
     f = tag_features("brown leather belts", p, tags)
     assert f["topic_match"] == 0.0 and f["style_match"] == 1.0
     assert f["quality_mean"] == 2.0 and f["quality_min"] == 1.0
+    cov = coverage_features("brown leather belts", p)  # "belts" ~ "belt"; "brown" is nowhere
+    assert cov["title_coverage"] == pytest.approx(2 / 3) and cov["text_coverage"] == pytest.approx(2 / 3)
+
+
+def test_per_query_z_standardises_within_each_query():
+    from lref.distill.features import per_query_z
+
+    z = per_query_z([1.0, 3.0, 10.0, 10.0, 20.0, float("nan")], ["a", "a", "b", "b", "b", "c"])
+    np.testing.assert_allclose(z[:2], [-1.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(z[2:5], [-1 / np.sqrt(2), -1 / np.sqrt(2), np.sqrt(2)], atol=1e-6)
+    assert np.isnan(z[5])
 
 
 # ---------------------------------------------------------------------------------------------- teacher
@@ -201,12 +278,13 @@ class _Interrupting:
         return self.engine.score(prompts)
 
 
-def test_teacher_scoring_resumes_each_pair_exactly_once(corpus, tiny_model, tmp_path):
+def test_teacher_scoring_resumes_each_pair_exactly_once(corpus, tiny_model, tiny_bert, tmp_path):
+    from lref.distill.recall import BiEncoderStudent
     from lref.distill.teacher import candidate_pairs, make_engine, score_pairs
 
     engine = make_engine(str(tiny_model), None, batch_size=8)
     engine.name = "tiny"
-    pairs = candidate_pairs(corpus, top_bm25=2, top_dense=2)
+    pairs = candidate_pairs(corpus, top_bm25=2, top_dense=2, embedder=BiEncoderStudent(tiny_bert))
     judged = {(j.query_id, j.product_id) for j in corpus.judgments}
     aug = [p for p in pairs if p["source"] != "judged"]
     assert not any((p["query_id"], p["product_id"]) in judged for p in aug)
@@ -216,7 +294,7 @@ def test_teacher_scoring_resumes_each_pair_exactly_once(corpus, tiny_model, tmp_
     assert any(p["source"] == "bm25" for p in aug) and any(p["source"] == "dense" for p in aug)
     keys = [(p["query_id"], p["product_id"]) for p in pairs]
     assert len(set(keys)) == len(keys)
-    pairs = pairs[:40] + [p for p in pairs if p["source"] != "judged"][:6]
+    assert len(pairs) > 16
 
     ref = tmp_path / "ref.jsonl"
     score_pairs(engine, corpus, pairs, ref, chunk_size=8, progress=False)

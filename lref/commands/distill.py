@@ -36,7 +36,7 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_teacher)
 
     for name, helptext, losses in (
-        ("ranker", "train the cross-encoder ranking student", ["mse", "bce", "margin-mse"]),
+        ("ranker", "train the cross-encoder ranking student", ["mse", "bce", "margin-mse", "lambda"]),
         (
             "recall",
             "train the bi-encoder recall student, index the catalogue, measure recall@k",
@@ -60,6 +60,7 @@ def add_parsers(sub) -> None:
         p.add_argument("--learning-rate", type=float, default=5e-5)
         p.add_argument("--max-length", type=int, default=64)
         p.add_argument("--pairs-per-query", type=int, default=32)
+        p.add_argument("--list-size", type=int, default=16, help="products per list for --loss lambda")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--base", help="initial model folder (default: the local MiniLM weights)")
         p.add_argument("--out", required=True, help="model folder to write")
@@ -76,9 +77,14 @@ def add_parsers(sub) -> None:
     p.add_argument("--ranker", help="cross-encoder student folder (the ce_score feature)")
     p.add_argument("--recall", help="bi-encoder student folder (default: zero-shot MiniLM)")
     p.add_argument("--tags", help="tags.jsonl (default: topic match from the category path)")
-    p.add_argument("--num-leaves", type=int, default=15)
-    p.add_argument("--rounds", type=int, default=200)
+    p.add_argument("--num-leaves", type=int, default=7)
+    p.add_argument("--rounds", type=int, default=300, help="most boosting rounds")
     p.add_argument("--learning-rate", type=float, default=0.05)
+    p.add_argument("--min-data-in-leaf", type=int, default=20)
+    p.add_argument(
+        "--valid-fraction", type=float, default=0.25, help="share of queries held out to early-stop (0: none)"
+    )
+    p.add_argument("--early-stopping", type=int, default=30, help="rounds without validation gain before stopping")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="model folder to write")
     p.set_defaults(func=cmd_ltr)
@@ -146,6 +152,7 @@ def _student_cfg(args):
         learning_rate=args.learning_rate,
         seed=args.seed,
         pairs_per_query=args.pairs_per_query,
+        list_size=args.list_size,
     )
 
 
@@ -234,7 +241,13 @@ def cmd_ltr(args) -> int:
         rounds=args.rounds,
         learning_rate=args.learning_rate,
         seed=args.seed,
+        min_data_in_leaf=args.min_data_in_leaf,
+        valid_fraction=args.valid_fraction,
+        early_stopping=args.early_stopping,
     )
     imp = ", ".join(f"{k} {v:.0f}" for k, v in sorted(meta["importance_gain"].items(), key=lambda kv: -kv[1])[:6])
-    print(f"ltr: {meta['n_rows']} rows, {meta['n_queries']} queries; gain importance: {imp} -> {args.out}")
+    print(
+        f"ltr: {meta['n_rows']} rows, {meta['n_queries']} queries, {meta['params']['rounds']} rounds; "
+        f"gain importance: {imp} -> {args.out}"
+    )
     return 0

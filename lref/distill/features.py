@@ -24,8 +24,13 @@ STUDENT_PRODUCT_WORDS = 40
 FEATURES = [
     "bm25",
     "bm25_rank",
+    "bm25_qz",
     "bi_cosine",
+    "bi_cosine_qz",
     "ce_score",
+    "ce_score_qz",
+    "title_coverage",
+    "text_coverage",
     "topic_match",
     "style_match",
     "quality_mean",
@@ -173,6 +178,33 @@ def tag_features(query: str, product: Product, tags: Mapping[str, dict] | None) 
         "quality_mean": float(np.mean(levels)) if levels else float("nan"),
         "quality_min": float(np.min(levels)) if levels else float("nan"),
     }
+
+
+def coverage_features(query: str, product: Product) -> dict[str, float]:
+    """Share of the query's words found in the title, and in the indexed text (title, brand, category, bullets)."""
+    from eval.scorers import bm25_text
+
+    qw = words(query)
+    if not qw:
+        return {"title_coverage": 0.0, "text_coverage": 0.0}
+    return {
+        "title_coverage": len(qw & words(product.title)) / len(qw),
+        "text_coverage": len(qw & words(bm25_text(product))) / len(qw),
+    }
+
+
+def per_query_z(values: Sequence[float], query_ids: Sequence[str]) -> np.ndarray:
+    """Scores standardised within each query's candidates (mean 0, std 1): comparable across queries."""
+    v = np.asarray(values, dtype=np.float64)
+    q = np.asarray(query_ids)
+    out = np.full(len(v), np.nan)
+    for qid in np.unique(q):
+        m = q == qid
+        x = v[m]
+        if np.isnan(x).all():
+            continue
+        out[m] = (x - np.nanmean(x)) / (np.nanstd(x) + 1e-9)
+    return out
 
 
 def rating_features(product: Product) -> dict[str, float]:

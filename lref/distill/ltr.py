@@ -16,7 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from lref.data import Corpus
-from lref.distill.features import FEATURES, BM25Index, load_tags, rating_features, tag_features
+from lref.distill.features import (
+    FEATURES,
+    BM25Index,
+    coverage_features,
+    load_tags,
+    per_query_z,
+    rating_features,
+    tag_features,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +34,19 @@ def fit_lambdarank(
     y: np.ndarray,
     groups: list[int],
     feature_names: list[str],
-    num_leaves: int = 15,
+    num_leaves: int = 7,
     rounds: int = 200,
     learning_rate: float = 0.05,
     seed: int = 0,
+    min_data_in_leaf: int = 20,
+    valid: tuple[np.ndarray, np.ndarray, list[int]] | None = None,
+    early_stopping: int = 0,
 ):
-    """A LightGBM lambdarank booster; rows of one query must be contiguous, `groups` gives their counts."""
+    """A LightGBM lambdarank booster; rows of one query must be contiguous, `groups` gives their counts.
+
+    With `valid` (X, y, groups of held-out queries) and `early_stopping` > 0, training stops when
+    validation nDCG@10 has not improved for that many rounds; `booster.best_iteration` is the best round.
+    """
     import lightgbm as lgb
 
     params = {
@@ -40,7 +55,7 @@ def fit_lambdarank(
         "eval_at": [10],
         "num_leaves": num_leaves,
         "learning_rate": learning_rate,
-        "min_data_in_leaf": 5,
+        "min_data_in_leaf": min_data_in_leaf,
         "feature_fraction": 0.9,
         "bagging_fraction": 0.9,
         "bagging_freq": 1,
@@ -50,7 +65,11 @@ def fit_lambdarank(
         "verbose": -1,
     }
     data = lgb.Dataset(X, label=y, group=groups, feature_name=feature_names, free_raw_data=False)
-    return lgb.train(params, data, num_boost_round=rounds)
+    kw = {}
+    if valid is not None and early_stopping > 0:
+        vdata = lgb.Dataset(valid[0], label=valid[1], group=valid[2], reference=data, free_raw_data=False)
+        kw = {"valid_sets": [vdata], "callbacks": [lgb.early_stopping(early_stopping, verbose=False)]}
+    return lgb.train(params, data, num_boost_round=rounds, **kw)
 
 
 class FeatureBuilder:
@@ -76,13 +95,22 @@ class FeatureBuilder:
         ranks = {q: bm25.rank_of(q) for q in set(queries)}
         bi = self.bi.score_pairs(queries, prods, progress)
         ce = self.ce.score_pairs(queries, prods, progress) if self.ce else [float("nan")] * len(js)
+        qids = [j.query_id for j in js]
+        bm = [float(bm25.scores(q)[bm25.row_of[p.product_id]]) for q, p in zip(queries, prods, strict=True)]
+        z = {
+            "bm25_qz": per_query_z(bm, qids),
+            "bi_cosine_qz": per_query_z(bi, qids),
+            "ce_score_qz": per_query_z(ce, qids),
+        }
         rows = []
         for i, (q, p) in enumerate(zip(queries, prods, strict=True)):
             f = {
-                "bm25": float(bm25.scores(q)[bm25.row_of[p.product_id]]),
+                "bm25": bm[i],
                 "bm25_rank": float(np.log1p(ranks[q][p.product_id])),
                 "bi_cosine": bi[i],
                 "ce_score": ce[i],
+                **{k: float(v[i]) for k, v in z.items()},
+                **coverage_features(q, p),
                 **tag_features(q, p, self.tags),
                 **rating_features(p),
             }
@@ -90,14 +118,21 @@ class FeatureBuilder:
         return np.asarray(rows, dtype=np.float64).reshape(len(js), len(FEATURES))
 
 
-def _grouped(corpus: Corpus) -> tuple[list[int], list[int]]:
-    """Row order that makes each query contiguous, and the group sizes."""
-    order = sorted(range(len(corpus.judgments)), key=lambda i: corpus.judgments[i].query_id)
+def _grouped(corpus: Corpus, keep: set[str] | None = None) -> tuple[list[int], list[int]]:
+    """Row order that makes each query contiguous (only queries in `keep`, if given), and the group sizes."""
+    js = corpus.judgments
+    order = sorted((i for i in range(len(js)) if keep is None or js[i].query_id in keep), key=lambda i: js[i].query_id)
     sizes: dict[str, int] = {}
     for i in order:
-        q = corpus.judgments[i].query_id
-        sizes[q] = sizes.get(q, 0) + 1
+        sizes[js[i].query_id] = sizes.get(js[i].query_id, 0) + 1
     return order, list(sizes.values())
+
+
+def _student_queries(model_dir: str | None) -> set[str]:
+    if not model_dir:
+        return set()
+    p = Path(model_dir) / "distill.json"
+    return set(json.loads(p.read_text(encoding="utf-8")).get("train_query_ids", [])) if p.exists() else set()
 
 
 def train_ltr(
@@ -106,19 +141,56 @@ def train_ltr(
     ranker: str | None = None,
     recall: str | None = None,
     tags: str | None = None,
-    num_leaves: int = 15,
-    rounds: int = 200,
+    num_leaves: int = 7,
+    rounds: int = 300,
     learning_rate: float = 0.05,
     seed: int = 0,
+    min_data_in_leaf: int = 20,
+    valid_fraction: float = 0.25,
+    early_stopping: int = 30,
+    X: np.ndarray | None = None,
 ) -> dict:
-    """Compute features for the corpus's judged pairs, fit lambdarank on the gold grades, save and report."""
+    """Compute features for the corpus's judged pairs, fit lambdarank on the gold grades, save and report.
+
+    With `valid_fraction` > 0, a share of the queries is held out to pick the number of rounds by early
+    stopping on nDCG@10; the model is then refit on all queries with that many rounds. Student scores
+    are only honest features on queries the students never trained on: a warning names the overlap
+    (train the students on one part of the training queries and the LTR on the other, as the recipe does).
+    `X` reuses a feature matrix already computed for `corpus` (rows in judgment order).
+    Returns the metadata written to `ltr.json` plus the trained `booster`.
+    """
+    from lref.data import split_by_query
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fb = FeatureBuilder(ranker, recall, tags)
-    X = fb.matrix(corpus, progress=True)
+    for kind, path in (("ranker", ranker), ("recall", recall)):
+        seen = _student_queries(path) & set(corpus.query_ids)
+        if seen:
+            log.warning(
+                "the %s student was trained on %d of the %d LTR queries: its scores on them are optimistic features",
+                kind,
+                len(seen),
+                len(corpus.query_ids),
+            )
+    if X is None:
+        X = FeatureBuilder(ranker, recall, tags).matrix(corpus, progress=True)
     y = np.asarray([j.grade for j in corpus.judgments])
+    best = rounds
+    qids = corpus.query_ids
+    if valid_fraction > 0 and early_stopping > 0 and len(qids) >= 5:
+        parts = split_by_query(qids, {"fit": 1 - valid_fraction, "valid": valid_fraction}, seed)
+        fi, fg = _grouped(corpus, set(parts["fit"]))
+        vi, vg = _grouped(corpus, set(parts["valid"]))
+        probe = fit_lambdarank(
+            X[fi], y[fi], fg, FEATURES, num_leaves, rounds, learning_rate, seed, min_data_in_leaf,
+            valid=(X[vi], y[vi], vg), early_stopping=early_stopping,
+        )  # fmt: skip
+        best = max(1, probe.best_iteration or rounds)
+        log.info("LTR: early stopping on %d validation queries picked %d rounds", len(parts["valid"]), best)
     order, groups = _grouped(corpus)
-    booster = fit_lambdarank(X[order], y[order], groups, FEATURES, num_leaves, rounds, learning_rate, seed)
+    booster = fit_lambdarank(
+        X[order], y[order], groups, FEATURES, num_leaves, best, learning_rate, seed, min_data_in_leaf
+    )
     booster.save_model(str(out_dir / "model.txt"))
     gain = dict(zip(FEATURES, booster.feature_importance("gain").tolist(), strict=True))
     split = dict(zip(FEATURES, booster.feature_importance("split").tolist(), strict=True))
@@ -128,15 +200,25 @@ def train_ltr(
         "ranker": str(Path(ranker).resolve()) if ranker else None,
         "recall": str(Path(recall).resolve()) if recall else None,
         "tags": str(Path(tags).resolve()) if tags else None,
-        "params": {"num_leaves": num_leaves, "rounds": rounds, "learning_rate": learning_rate, "seed": seed},
+        "params": {
+            "num_leaves": num_leaves,
+            "max_rounds": rounds,
+            "rounds": best,
+            "learning_rate": learning_rate,
+            "min_data_in_leaf": min_data_in_leaf,
+            "valid_fraction": valid_fraction,
+            "early_stopping": early_stopping,
+            "seed": seed,
+        },
         "n_rows": len(y),
         "n_queries": len(groups),
+        "train_query_ids": qids,
         "importance_gain": gain,
         "importance_split": split,
     }
     (out_dir / "ltr.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     _write_importance(out_dir, gain, split)
-    return meta
+    return {**meta, "booster": booster}
 
 
 def _write_importance(out_dir: Path, gain: dict, split: dict) -> None:

@@ -3,8 +3,10 @@
 Targets are in [0, 1]: the teacher's expected grade (normalised), mixed with the gold grade on judged
 pairs by `gold_weight` (1 = gold only, 0 = teacher only); augmented pairs that have no gold grade keep
 the teacher target. Losses: `mse` (sigmoid output against the soft target), `bce` (BCE with soft
-targets) and `margin-mse` (the student's score margin between two products of one query against the
-target margin, as in Hofstätter et al. and Walmart's distillation).
+targets), `margin-mse` (the student's score margin between two products of one query against the
+target margin, as in Hofstätter et al. and Walmart's distillation) and `lambda` (listwise LambdaLoss,
+NDCG-Loss2++ weighting, over lists of `list_size` products of one query: it only learns the order
+within a query, which is what the ranking is judged on).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from lref.data import Corpus, DataError, Product
 from lref.distill.features import STUDENT_PRODUCT_WORDS, minilm_path, student_text
 
 log = logging.getLogger(__name__)
-LOSSES = ("mse", "bce", "margin-mse")
+LOSSES = ("mse", "bce", "margin-mse", "lambda")
 
 
 @dataclass
@@ -41,6 +43,7 @@ class StudentConfig:
     warmup_ratio: float = 0.1
     seed: int = 0
     pairs_per_query: int = 32  # margin-mse / triplet pairs sampled per query
+    list_size: int = 16  # products per list for the listwise `lambda` loss (batch_size counts lists)
     extra: dict = field(default_factory=dict)
 
 
@@ -124,6 +127,21 @@ def margin_triplets(examples: list[dict], per_query: int, seed: int = 0, min_mar
     return out
 
 
+def query_lists(examples: list[dict], size: int, seed: int = 0) -> list[list[dict]]:
+    """The examples of each query, shuffled and cut into lists of at most `size` (listwise losses)."""
+    rng = random.Random(seed)
+    by_q: dict[str, list[dict]] = defaultdict(list)
+    for e in examples:
+        by_q[e["query_id"]].append(e)
+    out = []
+    for _, rows in sorted(by_q.items()):
+        rows = rows[:]
+        rng.shuffle(rows)
+        n = -(-len(rows) // size)  # lists of near-equal length
+        out += [rows[i::n] for i in range(n) if len(rows[i::n]) > 1]
+    return out
+
+
 def _loss_history(trainer) -> list[float]:
     return [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
 
@@ -149,7 +167,10 @@ def _training_args(cfg: StudentConfig, out_dir: Path, n_rows: int, cls):
 def train_ranker(
     examples: list[dict], products: Mapping[str, Product], cfg: StudentConfig, out_dir: str | Path
 ) -> dict:
-    """Train the cross-encoder student and save it to `out_dir` with `distill.json` (config, losses)."""
+    """Train the cross-encoder student and save it to `out_dir` with `distill.json` (config, losses).
+
+    Returns the metadata written to `distill.json` plus the trained `model` (not saved in the JSON).
+    """
     import datasets
     import torch
     from sentence_transformers.cross_encoder import (
@@ -182,6 +203,16 @@ def train_ranker(
             }
         )
         loss = losses.MarginMSELoss(model, activation_fn=torch.nn.Sigmoid())
+    elif cfg.loss == "lambda":
+        lists = query_lists(examples, cfg.list_size, cfg.seed)
+        ds = datasets.Dataset.from_dict(
+            {
+                "query": [rows[0]["query"] for rows in lists],
+                "docs": [[text[e["product_id"]] for e in rows] for rows in lists],
+                "labels": [[float(e["target"]) for e in rows] for rows in lists],
+            }
+        )
+        loss = losses.LambdaLoss(model, mini_batch_size=cfg.batch_size * cfg.list_size)
     else:
         ds = datasets.Dataset.from_dict(
             {
@@ -206,11 +237,12 @@ def train_ranker(
         "n_train_rows": len(ds),
         "n_examples": len(examples),
         "n_augmented": sum(e["gold"] is None for e in examples),
+        "train_query_ids": sorted({e["query_id"] for e in examples}),
         "loss_history": history,
     }
     (out_dir / "distill.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     log.info("ranker saved to %s (%d rows, loss %.4f -> %.4f)", out_dir, len(ds), history[0], history[-1])
-    return meta
+    return {**meta, "model": model}
 
 
 def read_meta(model_dir: str | Path) -> dict:

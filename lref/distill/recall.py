@@ -98,7 +98,7 @@ def train_recall(
     pos_threshold: float = 0.75,
     neg_threshold: float = 0.4,
 ) -> dict:
-    """Fine-tune the bi-encoder and save it to `out_dir` with `distill.json`."""
+    """Fine-tune the bi-encoder and save it to `out_dir` with `distill.json`; returns its metadata and the `model`."""
     import datasets
     import torch
     from sentence_transformers import (
@@ -146,11 +146,12 @@ def train_recall(
         "n_triplets": len(trip),
         "pos_threshold": pos_threshold,
         "neg_threshold": neg_threshold,
+        "train_query_ids": sorted({e["query_id"] for e in examples}),
         "loss_history": history,
     }
     (out_dir / "distill.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     log.info("recall student saved to %s (%d triplets)", out_dir, len(trip))
-    return meta
+    return {**meta, "model": model}
 
 
 def build_index(student: BiEncoderStudent, products: Mapping[str, Product], path: str | Path, progress: bool = True):
