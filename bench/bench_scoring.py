@@ -25,6 +25,8 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--hidden-size", type=int, default=64, help="size of the built tiny model (without --model)")
+    ap.add_argument("--layers", type=int, default=2)
     args = ap.parse_args()
 
     import torch
@@ -39,7 +41,15 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     corpus = load_dir(args.data)
-    model_dir = args.model or str(init_tiny(tempfile.mkdtemp(prefix="lref-bench-"), args.data))
+    model_dir = args.model or str(
+        init_tiny(
+            tempfile.mkdtemp(prefix="lref-bench-"),
+            args.data,
+            hidden_size=args.hidden_size,
+            num_layers=args.layers,
+            num_heads=max(1, args.hidden_size // 64),
+        )
+    )
     engine = HFEngine.from_pretrained(model_dir, scheme="esci", batch_size=args.batch_size)
     js = corpus.judgments[: args.pairs]
     prompts = [

@@ -74,27 +74,9 @@ def sft_dataset(records: list[dict], scheme: LabelScheme, tokenizer=None):
 
 def read_records(path: str | Path) -> list[dict]:
     """Records (query, product_text, label, ...) from a JSONL file such as `lref select` writes."""
-    from lref.data import DataError
+    from lref.data import read_table
 
-    path = Path(path)
-    if not path.exists():
-        raise DataError("file not found", path)
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"bad JSON ({e.msg})", path, n) from None
-            for key in ("query", "product_text", "label"):
-                if key not in row:
-                    raise DataError("missing value", path, n, key)
-            rows.append(row)
-    if not rows:
-        raise DataError("file has no rows", path)
-    return rows
+    return [row for _, row in read_table(path, required=("query", "product_text", "label"))]
 
 
 def write_records(path: str | Path, rows: list[dict]) -> None:
