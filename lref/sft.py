@@ -79,6 +79,22 @@ def read_records(path: str | Path) -> list[dict]:
     return [row for _, row in read_table(path, required=("query", "product_text", "label"))]
 
 
+def read_conversations(path: str | Path) -> list[dict] | None:
+    """Conversational prompt/completion rows (only those two fields), or None when the file holds records."""
+    from lref.data import DataError, read_table
+
+    rows = read_table(path)
+    if not all(k in rows[0][1] for k in ("prompt", "completion")):
+        return None
+    out = []
+    for n, row in rows:
+        for key in ("prompt", "completion"):
+            if not isinstance(row.get(key), list) or not row[key]:
+                raise DataError("expected a non-empty list of chat messages", path, n, key)
+        out.append({"prompt": row["prompt"], "completion": row["completion"]})
+    return out
+
+
 def write_records(path: str | Path, rows: list[dict]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

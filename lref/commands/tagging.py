@@ -40,6 +40,16 @@ def add_parsers(sub) -> None:
     p.add_argument("--kg-out", help="also save the knowledge graph with the new product→tag edges here")
     p.set_defaults(func=cmd_tag)
 
+    p = sub.add_parser("tagger-data", help="yes/no SFT rows for a tagger adapter from known tags")
+    p.add_argument("--config", help="YAML file of these flags")
+    p.add_argument("--products", required=True, help="products JSONL")
+    p.add_argument("--tags", required=True, help="tags.jsonl with the known tags (from lref tag, or curated)")
+    p.add_argument("--taxonomy", required=True, help="taxonomy YAML")
+    p.add_argument("--negatives", type=int, default=1, help="'no' rows per known tag")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="JSONL of prompt/completion rows for `lref sft --train`")
+    p.set_defaults(func=cmd_tagger_data)
+
     p = sub.add_parser("eval-tags", help="topic accuracy on held-out products, coverage, distributions")
     p.add_argument("--config", help="YAML file of these flags")
     p.add_argument("--products", required=True)
@@ -224,3 +234,18 @@ if __name__ == "__main__":
     from lref.cli import main
 
     sys.exit(main())
+
+
+def cmd_tagger_data(args) -> int:
+    from eval.harness import write_jsonl
+    from lref.data import load_products, read_table
+    from tagging.sft_data import tagger_sft_rows
+    from tagging.taxonomy import Taxonomy
+
+    products = load_products(args.products)
+    tags = [row for _, row in read_table(args.tags, required=["product_id"])]
+    rows = tagger_sft_rows(products, tags, Taxonomy.load(args.taxonomy).graph(), args.negatives, args.seed)
+    write_jsonl(Path(args.out), rows)
+    n_yes = sum(r["completion"][0]["content"] == "yes" for r in rows)
+    print(f"tagger-data: {len(rows)} rows ({n_yes} yes, {len(rows) - n_yes} no) -> {args.out}")
+    return 0

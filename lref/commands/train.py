@@ -55,7 +55,7 @@ def add_parsers(sub) -> None:
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="folder with products.jsonl and judgments.tsv (esci150 layout)")
+    p.add_argument("--data", help="folder with products.jsonl and judgments.tsv (esci150 layout)")
     p.add_argument("--judgments", help="another judgments file to use with the folder's products")
     p.add_argument("--scheme", default="esci", help="label scheme: esci, lref5 or binary")
     p.add_argument("--query-ids", help="file of query ids (one per line) to use")
@@ -98,8 +98,11 @@ def read_query_ids(path: str | Path) -> list[str]:
 
 
 def _corpus(args, ids_file: str | None = None):
+    from lref.config import ConfigError
     from lref.data import load_dir
 
+    if not args.data:
+        raise ConfigError(f"lref {args.command} needs --data (a folder with products.jsonl and judgments.tsv)")
     corpus = load_dir(args.data, args.judgments, args.scheme)
     ids_file = ids_file or args.query_ids
     if ids_file:
@@ -184,14 +187,20 @@ def cmd_select(args) -> int:
 
 
 def cmd_sft(args) -> int:
-    from lref.sft import sft_config, sft_dataset, train_sft
+    from lref.sft import read_conversations, sft_config, sft_dataset, train_sft
 
     tok = _tokenizer(args.model)
     scheme = _corpus_scheme(args)
-    records = _records(args, tok)
+    conversations = read_conversations(args.train) if args.train else None
+    if conversations is not None:  # prompt/completion rows as they are (e.g. `lref tagger-data`)
+        import datasets
+
+        dataset = datasets.Dataset.from_list(conversations)
+    else:
+        dataset = sft_dataset(_records(args, tok), scheme, tok)
     summary = train_sft(
         args.model,
-        sft_dataset(records, scheme, tok),
+        dataset,
         args.out,
         sft_config(args.out, **_overrides(args)),
         _lora(args),
@@ -205,7 +214,6 @@ def cmd_sft(args) -> int:
 
 
 def cmd_mcot(args) -> int:
-    from lref.data import load_dir
     from lref.mcot import AttributeTeacher, OpenAITeacher, train_mcot
 
     tok = _tokenizer(args.model)
@@ -220,7 +228,7 @@ def cmd_mcot(args) -> int:
         teacher = OpenAITeacher(args.teacher_url, args.teacher_model, rules=rules)
     else:
         teacher = AttributeTeacher(rules)
-    products = load_dir(args.data, args.judgments, args.scheme).products
+    products = _corpus(args).products
     summary = train_mcot(
         args.model,
         records,
