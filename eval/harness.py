@@ -49,5 +49,5 @@ def evaluate(corpus: Corpus, scorer, out_dir: str | Path, name: str | None = Non
     metrics["name"] = name or scorer.name
     metrics["scorer"] = scorer.name
     write_report(out_dir, metrics, corpus.scheme, title=f"lref eval: {metrics['name']}", rows=rows)
-    log.info("wrote %s (nDCG@10 %.4f over %d queries)", out_dir, metrics["ndcg@10"], metrics["n_queries"])
+    log.info("wrote %s (nDCG@10 %s over %d queries)", out_dir, metrics["ndcg@10"], metrics["n_queries"])
     return metrics

@@ -35,12 +35,12 @@ def ece(conf: list[float], correct: list[bool], bins: int = 10) -> tuple[float |
     if not conf:
         return None, []
     c, y = np.asarray(conf), np.asarray(correct, dtype=float)
-    edges = np.linspace(0, 1, bins + 1)
+    idx = np.minimum((c * bins).astype(int), bins - 1)  # bin i holds [i/bins, (i+1)/bins); 1.0 in the last
     out, total = [], 0.0
     for i in range(bins):
-        m = (c >= edges[i]) & ((c < edges[i + 1]) if i < bins - 1 else (c <= 1))
+        m = idx == i
         if m.any():
-            out.append({"lo": float(edges[i]), "hi": float(edges[i + 1]), "n": int(m.sum()),
+            out.append({"lo": i / bins, "hi": (i + 1) / bins, "n": int(m.sum()),
                         "confidence": float(c[m].mean()), "accuracy": float(y[m].mean())})  # fmt: skip
             total += m.sum() * abs(c[m].mean() - y[m].mean())
     return float(total / len(c)), out

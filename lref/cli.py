@@ -43,11 +43,17 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
             config = argv[i + 1]
         elif tok.startswith("--config="):
             config = tok.split("=", 1)[1]
-    choices = parser._subparsers._group_actions[0].choices  # noqa: SLF001
-    command = next((t for t in argv if t in choices), None)
-    if config and command:
-        subparser = choices[command]
-        actions = {a.dest: a for a in subparser._actions if a.dest not in ("help", "config")}  # noqa: SLF001
+    subparser = None
+    node = parser  # argparse keeps subparsers in private fields; there is no public way to walk them
+    # the deepest subcommand named in argv (`eval`, `distill ranker`, ...) takes the config's values
+    while node._subparsers is not None:
+        choices = node._subparsers._group_actions[0].choices
+        name = next((t for t in argv if t in choices), None)
+        if name is None:
+            break
+        node = subparser = choices[name]
+    if config and subparser is not None:
+        actions = {a.dest: a for a in subparser._actions if a.dest not in ("help", "config")}
         defaults = flag_defaults(config, set(actions))
         subparser.set_defaults(**defaults)
         for dest in defaults:

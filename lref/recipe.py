@@ -49,16 +49,35 @@ def resolve(tree: dict, out: str) -> dict:
     return sub(copy.deepcopy(tree))
 
 
-def stage_argv(stage: dict) -> list[str]:
-    """`{command: eval, args: {scorer: bm25, out: x}}` -> ["eval", "--scorer", "bm25", "--out", "x"]."""
-    argv = [str(stage["command"])]
+def negatable_flags(command: str) -> set[str]:
+    """The `--no-X` options of an `lref` subcommand (a space-separated path such as "distill ranker")."""
+    from lref.cli import build_parser
+
+    node = build_parser()
+    for name in command.split():
+        if node._subparsers is None:
+            break
+        node = node._subparsers._group_actions[0].choices.get(name, node)
+    return {o for a in node._actions for o in a.option_strings if o.startswith("--no-")}
+
+
+def stage_argv(stage: dict, negatable: set[str] | None = None) -> list[str]:
+    """`{command: eval, args: {scorer: bm25, out: x}}` -> ["eval", "--scorer", "bm25", "--out", "x"].
+
+    `false` becomes `--no-X` where the command has that flag (`lora: false` -> `--no-lora`), else it is left out.
+    """
+    negatable = negatable or set()
+    argv = str(stage["command"]).split()
     for key, value in (stage.get("args") or {}).items():
         flag = "--" + str(key).replace("_", "-")
         if key == "positional":
             argv += [str(v) for v in (value if isinstance(value, list) else [value])]
         elif value is True:
             argv.append(flag)
-        elif value is False or value is None:
+        elif value is False:
+            if "--no-" + flag[2:] in negatable:
+                argv.append("--no-" + flag[2:])
+        elif value is None:
             continue
         elif isinstance(value, list):
             for v in value:
@@ -84,7 +103,9 @@ def run_recipe(recipe: str | Path, out: str | Path, overrides: list[str] | None 
         if not isinstance(stage, dict) or "command" not in stage:
             raise ConfigError(f"{recipe}: stage {i} needs a `command`")
         name = stage.get("name", stage["command"])
-        argv = stage_argv(stage)
+        sub = (stage.get("args") or {}).get("positional")
+        path = " ".join([str(stage["command"]), *([str(sub[0] if isinstance(sub, list) else sub)] if sub else [])])
+        argv = stage_argv(stage, negatable_flags(path))
         log.info("stage %d/%d %s: lref %s", i + 1, len(stages), name, " ".join(argv))
         t0 = time.perf_counter()
         code = main(argv)

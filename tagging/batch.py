@@ -184,9 +184,12 @@ def run_batch(
         for n, p, reason in iter_rows(products):
             bar.update(1)
             stats["read"] += 1
-            if n in done_lines or (p is not None and p.product_id in done_ids):
+            # done before the restart: an error already written for this line, or the first line of a tagged id
+            # (a later repeat of that id is still a duplicate and goes to the errors file below)
+            if n in done_lines or (p is not None and p.product_id in done_ids and p.product_id not in seen):
                 stats["skipped"] += 1
-                seen.add(p.product_id) if p is not None else None
+                if p is not None:
+                    seen.add(p.product_id)
                 continue
             if p is None:
                 error(n, None, reason or "bad row")

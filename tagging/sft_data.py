@@ -49,7 +49,7 @@ def tagger_sft_rows(
             continue
         positives = [tag_id(t, n) for t in TAG_TYPES for n in r.get(t) or []]
         positives = [t for t in positives if t in kg.g]
-        known = set(positives)
+        known = set(positives) | {a for t in positives for a in kg.ancestors(t)}  # ancestors apply too
         for t in positives:
             rows.append(_row(tag_question(p, kg, t, max_product_tokens), "yes", p.product_id, t))
             kind = split_tag_id(t)[0]

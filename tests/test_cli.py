@@ -114,3 +114,21 @@ def test_config_file_sets_flags_and_flags_win(esci_slice, tmp_path, capsys):
     cfg.write_text("bogus: 1\n")
     assert main(["eval", "--config", str(cfg), "--data", "x", "--out", "y"]) == 2
     assert "unknown key 'bogus'" in capsys.readouterr().err
+
+
+def test_config_file_reaches_nested_subcommands(esci_slice, tmp_path):
+    cfg = tmp_path / "split.yaml"
+    cfg.write_text(f"data: {esci_slice}\ntest_fraction: 0.5\nout: {tmp_path / 'split'}\n")
+    assert main(["distill", "split", "--config", str(cfg)]) == 0
+    split = json.loads((tmp_path / "split" / "split.json").read_text())
+    assert len(split["train"]) == 2 and len(split["test"]) == 2
+
+
+def test_training_on_evaluated_queries_is_refused(esci_slice, tiny_model, tmp_path, capsys):
+    (tmp_path / "held.txt").write_text("q1\n")
+    rows = tmp_path / "train.jsonl"
+    row = {"query_id": "q1", "query": "x", "product_id": "P", "product_text": "Title: y", "label": "E", "grade": 3}
+    rows.write_text(json.dumps(row) + "\n")
+    argv = ["sft", "--data", str(esci_slice), "--train", str(rows), "--model", str(tiny_model)]
+    assert main([*argv, "--eval-query-ids", str(tmp_path / "held.txt"), "--out", str(tmp_path / "o")]) == 2
+    assert "also in --eval-query-ids" in capsys.readouterr().err

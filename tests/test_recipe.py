@@ -18,6 +18,16 @@ def test_overrides_and_references():
         apply_overrides({}, ["noequals"])
 
 
+def test_false_becomes_no_flag_where_the_command_has_one():
+    from lref.recipe import negatable_flags
+
+    neg = negatable_flags("sft")
+    assert {"--no-lora", "--no-packing"} <= neg
+    argv = stage_argv({"command": "sft", "args": {"lora": False, "packing": False, "resume": False}}, neg)
+    assert argv == ["sft", "--no-lora", "--no-packing"]
+    assert "--no-test-fraction" not in negatable_flags("distill split")
+
+
 def test_stage_argv():
     argv = stage_argv(
         {"command": "compare", "args": {"positional": ["a", "b"], "out": "c", "flag": True, "no": False}}

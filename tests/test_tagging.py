@@ -272,6 +272,31 @@ def test_bad_rows_go_to_errors_file(store_dir, tmp_path):
     assert "field 'rating'" in errs[2]["reason"] and "duplicate" in errs[3]["reason"]
 
 
+def test_resume_keeps_reporting_duplicates_and_bad_rows(store_dir, tmp_path):
+    from rag.store import Store
+    from tagging.batch import run_batch
+    from tagging.tagger import Tagger
+
+    tagger = Tagger(Taxonomy.load(store_dir / "taxonomy.yaml"), Store(store_dir))
+    lines = [
+        json.dumps({"product_id": "A1", "title": "Dog Chew Toy"}),
+        json.dumps({"product_id": "A2", "title": "Cat Litter"}),
+        "{not json",
+        json.dumps({"product_id": "A1", "title": "Dog Chew Toy again"}),
+        json.dumps({"product_id": "A3", "title": "Skillet"}),
+    ]
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "tags.jsonl"
+    with pytest.raises(Killed):  # A1 written, killed while tagging A2
+        run_batch(KillAfter(tagger, 1), src, out, batch_size=1, progress=False)
+    s = run_batch(tagger, src, out, resume=True, batch_size=1, progress=False)
+    ids = [json.loads(x)["product_id"] for x in out.read_text().splitlines()]
+    errs = [json.loads(x) for x in (tmp_path / "tags.errors.jsonl").read_text().splitlines()]
+    assert ids == ["A1", "A2", "A3"] and s["skipped"] == 1
+    assert [e["line"] for e in errs] == [3, 4] and "duplicate" in errs[1]["reason"]
+
+
 # ---------------------------------------------------------------------------------------------- quality
 
 

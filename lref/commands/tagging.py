@@ -145,11 +145,11 @@ def _build_store(args, products: dict, store_dir: Path, exclude: set[str], taxon
 
 
 def cmd_index(args) -> int:
-    from eval.harness import read_jsonl
+    from lref.data import read_table
     from tagging.tagger import holdout_ids
 
     products = _products(args.products)
-    tags = {r["product_id"]: r for r in read_jsonl(Path(args.tags))} if args.tags else None
+    tags = {r["product_id"]: r for _, r in read_table(args.tags, required=["product_id"])} if args.tags else None
     exclude = holdout_ids(products, args.holdout_fraction, args.seed) if args.holdout_fraction else set()
     _, _, info = _build_store(args, products, Path(args.store), exclude, args.taxonomy, tags)
     print(
@@ -194,8 +194,8 @@ def cmd_tag(args) -> int:
 
 
 def cmd_eval_tags(args) -> int:
-    from eval.harness import read_jsonl
     from eval.tags import tag_metrics, write_tag_report
+    from lref.data import read_table
     from tagging.batch import run_batch
     from tagging.tagger import holdout_ids
 
@@ -218,7 +218,7 @@ def cmd_eval_tags(args) -> int:
             stale.unlink(missing_ok=True)
         summary = run_batch(_tagger(args, out / "store", tax), held_file, tags_path)
         setup["tagging"] = summary
-    rows = read_jsonl(tags_path)
+    rows = [r for _, r in read_table(tags_path, required=["product_id"])]
     m = tag_metrics(products, rows, held)
     m["setup"] = setup
     write_tag_report(out, m)

@@ -120,9 +120,22 @@ def _records(args, tok):
     from lref.data import to_records
     from lref.sft import read_records
 
+    held = set(read_query_ids(args.eval_query_ids)) if getattr(args, "eval_query_ids", None) else set()
     if args.train:
-        return read_records(args.train)
-    return to_records(_corpus(args), args.max_product_tokens, tok)
+        records = read_records(args.train)
+        leak = {str(r.get("query_id")) for r in records} & held
+        if leak:
+            from lref.config import ConfigError
+
+            raise ConfigError(
+                f"{args.train}: {len(leak)} training queries are also in --eval-query-ids {args.eval_query_ids} "
+                f"(e.g. {sorted(leak)[:3]}); evaluate on queries the stage does not train on"
+            )
+        return records
+    corpus = _corpus(args)
+    if held:  # train on every pair of --data except the queries it is evaluated on
+        corpus = corpus.subset([q for q in corpus.query_ids if q not in held])
+    return to_records(corpus, args.max_product_tokens, tok)
 
 
 def _overrides(args, kind: str = "sft") -> dict:
