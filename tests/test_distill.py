@@ -119,13 +119,16 @@ def test_build_examples_mixes_gold_and_teacher_and_ignores_other_queries(corpus)
 # ---------------------------------------------------------------------------------------------- ranker
 
 
-@pytest.mark.parametrize("loss", ["mse", "bce", "margin-mse", "lambda"])
-def test_ranker_loss_falls_and_reload_gives_same_scores(corpus, tiny_bert, tmp_path, loss):
+@pytest.mark.parametrize(
+    ("loss", "pooling"), [("mse", "mean"), ("bce", "mean"), ("bce", "cls"), ("margin-mse", "mean"), ("lambda", "mean")]
+)
+def test_ranker_loss_falls_and_reload_gives_same_scores(corpus, tiny_bert, tmp_path, loss, pooling):
     from lref.distill.features import student_text
     from lref.distill.ranker import CrossEncoderStudent, train_ranker
 
     ex = _tiny_examples(corpus, n_per_query=2)  # 8 examples = one batch, so the steps see the same data
-    meta = train_ranker(ex, corpus.products, _small_cfg(tiny_bert, loss=loss, pairs_per_query=2), tmp_path / "ce")
+    cfg = _small_cfg(tiny_bert, loss=loss, pairs_per_query=2, pooling=pooling)
+    meta = train_ranker(ex, corpus.products, cfg, tmp_path / "ce")
     h = meta["loss_history"]
     assert len(h) == 3 and h[-1] < h[0]
     queries, prods = _pairs(corpus)
@@ -136,6 +139,8 @@ def test_ranker_loss_falls_and_reload_gives_same_scores(corpus, tiny_bert, tmp_p
     np.testing.assert_allclose(reloaded, trained, rtol=0, atol=1e-5)
     saved = json.loads((tmp_path / "ce" / "distill.json").read_text())
     assert saved["config"]["loss"] == loss and saved["train_query_ids"] == corpus.query_ids
+    assert saved["config"]["pooling"] == pooling
+    assert (tmp_path / "ce" / "1_Pooling").is_dir() == (pooling == "mean")  # the mean head is saved as modules
 
 
 # ---------------------------------------------------------------------------------------------- recall + index
