@@ -374,3 +374,16 @@ def test_cli_split_and_eval_with_a_student(esci_slice, tmp_path, capsys):
     assert code == 0
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["scorer"] == "bi-encoder" and m["n_queries"] == 1 and 0.0 < m["ndcg@10"] <= 1.0
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_cli_ranker_pooling_flag_reaches_the_saved_student(esci_slice, tiny_bert, tmp_path, pooling):
+    from lref.cli import main
+    from lref.distill.ranker import CrossEncoderStudent
+
+    argv = ["distill", "ranker", "--data", str(esci_slice), "--base", tiny_bert, "--max-steps", "2"]
+    assert main([*argv, "--batch-size", "4", "--max-length", "32", "--pooling", pooling, "--out", str(tmp_path)]) == 0
+    meta = json.loads((tmp_path / "distill.json").read_text())
+    assert meta["config"]["pooling"] == pooling and len(meta["loss_history"]) == 2
+    head = [type(m).__name__ for m in CrossEncoderStudent(tmp_path).model]
+    assert head == (["Transformer", "Pooling", "Dense"] if pooling == "mean" else ["Transformer"])
