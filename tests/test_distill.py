@@ -119,13 +119,16 @@ def test_build_examples_mixes_gold_and_teacher_and_ignores_other_queries(corpus)
 # ---------------------------------------------------------------------------------------------- ranker
 
 
-@pytest.mark.parametrize("loss", ["mse", "bce", "margin-mse", "lambda"])
-def test_ranker_loss_falls_and_reload_gives_same_scores(corpus, tiny_bert, tmp_path, loss):
+@pytest.mark.parametrize(
+    ("loss", "pooling"), [("mse", "mean"), ("bce", "mean"), ("bce", "cls"), ("margin-mse", "mean"), ("lambda", "mean")]
+)
+def test_ranker_loss_falls_and_reload_gives_same_scores(corpus, tiny_bert, tmp_path, loss, pooling):
     from lref.distill.features import student_text
     from lref.distill.ranker import CrossEncoderStudent, train_ranker
 
     ex = _tiny_examples(corpus, n_per_query=2)  # 8 examples = one batch, so the steps see the same data
-    meta = train_ranker(ex, corpus.products, _small_cfg(tiny_bert, loss=loss, pairs_per_query=2), tmp_path / "ce")
+    cfg = _small_cfg(tiny_bert, loss=loss, pairs_per_query=2, pooling=pooling)
+    meta = train_ranker(ex, corpus.products, cfg, tmp_path / "ce")
     h = meta["loss_history"]
     assert len(h) == 3 and h[-1] < h[0]
     queries, prods = _pairs(corpus)
@@ -136,6 +139,8 @@ def test_ranker_loss_falls_and_reload_gives_same_scores(corpus, tiny_bert, tmp_p
     np.testing.assert_allclose(reloaded, trained, rtol=0, atol=1e-5)
     saved = json.loads((tmp_path / "ce" / "distill.json").read_text())
     assert saved["config"]["loss"] == loss and saved["train_query_ids"] == corpus.query_ids
+    assert saved["config"]["pooling"] == pooling
+    assert (tmp_path / "ce" / "1_Pooling").is_dir() == (pooling == "mean")  # the mean head is saved as modules
 
 
 # ---------------------------------------------------------------------------------------------- recall + index
@@ -369,3 +374,16 @@ def test_cli_split_and_eval_with_a_student(esci_slice, tmp_path, capsys):
     assert code == 0
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["scorer"] == "bi-encoder" and m["n_queries"] == 1 and 0.0 < m["ndcg@10"] <= 1.0
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_cli_ranker_pooling_flag_reaches_the_saved_student(esci_slice, tiny_bert, tmp_path, pooling):
+    from lref.cli import main
+    from lref.distill.ranker import CrossEncoderStudent
+
+    argv = ["distill", "ranker", "--data", str(esci_slice), "--base", tiny_bert, "--max-steps", "2"]
+    assert main([*argv, "--batch-size", "4", "--max-length", "32", "--pooling", pooling, "--out", str(tmp_path)]) == 0
+    meta = json.loads((tmp_path / "distill.json").read_text())
+    assert meta["config"]["pooling"] == pooling and len(meta["loss_history"]) == 2
+    head = [type(m).__name__ for m in CrossEncoderStudent(tmp_path).model]
+    assert head == (["Transformer", "Pooling", "Dense"] if pooling == "mean" else ["Transformer"])

@@ -69,6 +69,13 @@ def add_parsers(sub) -> None:
             p.add_argument("--neg-threshold", type=float, default=0.4)
             p.add_argument("--eval-judgments", help="judgments for recall@k (e.g. a held-out test.tsv)")
             p.add_argument("--k", type=int, action="append", help="cut-offs for recall@k (default 10 50 100)")
+        else:
+            p.add_argument(
+                "--pooling",
+                choices=["mean", "cls"],
+                default="mean",
+                help="head on the mean token vector (MiniLM's own pooling) or on the BERT [CLS] pooler",
+            )
         p.set_defaults(func=cmd_ranker if name == "ranker" else cmd_recall)
 
     p = dsub.add_parser("ltr", help="LightGBM lambdarank over BM25, student, tag and rating features")
@@ -153,6 +160,7 @@ def _student_cfg(args):
         seed=args.seed,
         pairs_per_query=args.pairs_per_query,
         list_size=args.list_size,
+        **({"pooling": args.pooling} if hasattr(args, "pooling") else {}),
     )
 
 

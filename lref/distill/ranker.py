@@ -44,6 +44,9 @@ class StudentConfig:
     seed: int = 0
     pairs_per_query: int = 32  # margin-mse / triplet pairs sampled per query
     list_size: int = 16  # products per list for the listwise `lambda` loss (batch_size counts lists)
+    pooling: str = (
+        "mean"  # ranker head on "mean" of the token vectors or on "cls" (BERT pooler); see new_cross_encoder
+    )
     extra: dict = field(default_factory=dict)
 
 
@@ -164,6 +167,27 @@ def _training_args(cfg: StudentConfig, out_dir: Path, n_rows: int, cls):
     )
 
 
+def new_cross_encoder(base: str, max_length: int, pooling: str = "cls"):
+    """A cross-encoder from `base` with a fresh one-logit head.
+
+    `cls` is the usual BertForSequenceClassification head on the pooled [CLS] vector. `mean` puts the
+    head on the mean of the token vectors instead, the pooling MiniLM was trained with as a sentence
+    encoder, so the head starts from features the encoder already makes meaningful.
+    """
+    from sentence_transformers.base.modules import Dense, Transformer
+    from sentence_transformers.cross_encoder import CrossEncoder
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    if pooling == "cls":
+        return CrossEncoder(base, num_labels=1, max_length=max_length, device="cpu")
+    if pooling != "mean":
+        raise ValueError(f"unknown ranker pooling {pooling!r} (choose cls or mean)")
+    enc = Transformer(base, transformer_task="feature-extraction", processor_kwargs={"model_max_length": max_length})
+    dim = enc.get_embedding_dimension()
+    head = Dense(dim, 1, activation_function=None, module_output_name="scores")
+    return CrossEncoder(modules=[enc, Pooling(dim, "mean"), head], device="cpu")
+
+
 def train_ranker(
     examples: list[dict], products: Mapping[str, Product], cfg: StudentConfig, out_dir: str | Path
 ) -> dict:
@@ -174,7 +198,6 @@ def train_ranker(
     import datasets
     import torch
     from sentence_transformers.cross_encoder import (
-        CrossEncoder,
         CrossEncoderTrainer,
         CrossEncoderTrainingArguments,
         losses,
@@ -186,7 +209,7 @@ def train_ranker(
         raise ValueError("no training examples")
     out_dir = Path(out_dir)
     torch.manual_seed(cfg.seed)
-    model = CrossEncoder(cfg.base or minilm_path(), num_labels=1, max_length=cfg.max_length, device="cpu")
+    model = new_cross_encoder(cfg.base or minilm_path(), cfg.max_length, cfg.pooling)
     text = {pid: student_text(products[pid], cfg.max_words) for pid in {e["product_id"] for e in examples}}
     if cfg.loss == "margin-mse":
         trip = margin_triplets(examples, cfg.pairs_per_query, cfg.seed)
