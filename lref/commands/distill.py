@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from pathlib import Path
 
@@ -119,11 +120,12 @@ def cmd_split(args) -> int:
     label_col = "esci_label" if corpus.scheme.name == "esci" else "label"
     for name, qids in parts.items():
         keep = set(qids)
-        with (out / f"{name}.tsv").open("w", encoding="utf-8") as f:
-            f.write(f"query_id\tquery\tproduct_id\t{label_col}\tgrade\n")
-            for j in corpus.judgments:
-                if j.query_id in keep:
-                    f.write(f"{j.query_id}\t{j.query}\t{j.product_id}\t{j.label}\t{j.grade}\n")
+        with (out / f"{name}.tsv").open("w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f, delimiter="\t", lineterminator="\n")
+            w.writerow(["query_id", "query", "product_id", label_col, "grade"])
+            w.writerows(
+                [j.query_id, j.query, j.product_id, j.label, j.grade] for j in corpus.judgments if j.query_id in keep
+            )
     (out / "split.json").write_text(json.dumps(parts, indent=2), encoding="utf-8")
     print(f"split {len(corpus.query_ids)} queries: {len(parts['train'])} train, {len(parts['test'])} test -> {out}")
     return 0

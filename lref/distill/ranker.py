@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lref.data import Corpus, DataError, Product
+from lref.data import Corpus, Product
 from lref.distill.features import STUDENT_PRODUCT_WORDS, minilm_path, student_text
 
 log = logging.getLogger(__name__)
@@ -52,23 +52,9 @@ class StudentConfig:
 
 def read_teacher(path: str | Path) -> list[dict]:
     """Rows of a teacher scores file (see `lref.distill.teacher`); each needs query_id, product_id, score."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError("teacher scores file not found", path)
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"bad JSON ({e.msg})", path, n) from None
-            for key in ("query_id", "query", "product_id", "score"):
-                if key not in r:
-                    raise DataError("missing value", path, n, key)
-            rows.append(r)
-    return rows
+    from lref.data import read_table
+
+    return [r for _, r in read_table(path, required=("query_id", "query", "product_id", "score"))]
 
 
 def build_examples(
@@ -83,7 +69,6 @@ def build_examples(
     """
     if not 0.0 <= gold_weight <= 1.0:
         raise ValueError(f"gold_weight must be in [0, 1], got {gold_weight}")
-    top = corpus.scheme.max_value or 1
     teach = {}
     qids = {j.query_id for j in corpus.judgments}
     for r in teacher or ():
@@ -92,7 +77,7 @@ def build_examples(
     out = []
     judged = set()
     for j in corpus.judgments:
-        gold = j.grade / top
+        gold = corpus.scheme.normalise(j.grade)
         t = teach.get((j.query_id, j.product_id))
         target = gold if t is None else gold_weight * gold + (1 - gold_weight) * float(t["score"])
         out.append(

@@ -139,6 +139,7 @@ def score_pairs(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     errors_path = out.with_name(out.stem + ".errors.jsonl")
+    errors_path.unlink(missing_ok=True)  # every earlier failure is retried now; the file lists what still fails
     done = _resume_keys(out)
     todo = [p for p in pairs if (p["query_id"], p["product_id"]) not in done]
     stats = {
