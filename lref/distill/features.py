@@ -8,7 +8,6 @@ query-topic match falls back to the product's category path.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -109,26 +108,16 @@ class BM25Index:
 
 def load_tags(path: str | Path) -> dict[str, dict]:
     """`tags.jsonl`: {product_id, topic: [...], style: [...], quality: {dim: {level, ...}}} per line."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError("tags file not found", path)
+    from lref.data import read_table
+
     out: dict[str, dict] = {}
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"bad JSON ({e.msg})", path, n) from None
-            if not isinstance(obj, dict) or not obj.get("product_id"):
-                raise DataError("missing value", path, n, "product_id")
-            for key in ("topic", "style"):
-                if key in obj and not isinstance(obj[key], list):
-                    raise DataError("expected a list", path, n, key)
-            if "quality" in obj and not isinstance(obj["quality"], dict):
-                raise DataError("expected an object {dimension: {level, ...}}", path, n, "quality")
-            out[str(obj["product_id"])] = obj
+    for n, obj in read_table(path, required=["product_id"]):
+        for key in ("topic", "style"):
+            if key in obj and not isinstance(obj[key], list):
+                raise DataError("expected a list", path, n, key)
+        if "quality" in obj and not isinstance(obj["quality"], dict):
+            raise DataError("expected an object {dimension: {level, ...}}", path, n, "quality")
+        out[str(obj["product_id"])] = obj
     return out
 
 
