@@ -94,28 +94,11 @@ def dpo_rows(records: list[dict], mined: list[dict], scheme: LabelScheme, tokeni
 
 
 def dpo_config(out: str | Path, **overrides):
-    import torch
     from trl import DPOConfig
 
-    cuda = torch.cuda.is_available()
-    kw = dict(
-        output_dir=str(Path(out) / "checkpoints"),
-        per_device_train_batch_size=8,
-        learning_rate=5e-5,
-        num_train_epochs=1,
-        beta=0.1,
-        loss_type=["sigmoid"],
-        max_length=1024,
-        logging_steps=5,
-        save_strategy="steps",
-        save_steps=50,
-        save_total_limit=2,
-        report_to="none",
-        use_cpu=not cuda,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
-        dataloader_pin_memory=cuda,
-        seed=0,
-    )
+    from lref.sft import trainer_defaults
+
+    kw = {**trainer_defaults(out), "learning_rate": 5e-5, "beta": 0.1, "loss_type": ["sigmoid"]}
     kw.update({k: v for k, v in overrides.items() if v is not None})
     bad = [t for t in kw["loss_type"] if t not in LOSS_TYPES and t != "sft"]
     if bad:

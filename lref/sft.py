@@ -188,20 +188,16 @@ def metrics_callback(log_path: Path, eval_corpus: Corpus | None, tokenizer, batc
 # ---------------------------------------------------------------------------------------------- training
 
 
-def sft_config(out: str | Path, **overrides):
-    """An `SFTConfig` with lref's defaults: CPU-safe precision, packing, per-step checkpoints, no hub."""
+def trainer_defaults(out: str | Path) -> dict:
+    """Arguments every lref training stage shares: checkpoints under `out`, CPU-safe precision, no hub."""
     import torch
-    from trl import SFTConfig
 
     cuda = torch.cuda.is_available()
-    kw = dict(
+    return dict(
         output_dir=str(Path(out) / "checkpoints"),
         per_device_train_batch_size=8,
-        learning_rate=2e-4,
         num_train_epochs=1,
         max_length=1024,
-        packing=True,
-        packing_strategy="bfd",
         logging_steps=5,
         save_strategy="steps",
         save_steps=50,
@@ -212,6 +208,13 @@ def sft_config(out: str | Path, **overrides):
         dataloader_pin_memory=cuda,
         seed=0,
     )
+
+
+def sft_config(out: str | Path, **overrides):
+    """An `SFTConfig` with lref's defaults: CPU-safe precision, packing, per-step checkpoints, no hub."""
+    from trl import SFTConfig
+
+    kw = {**trainer_defaults(out), "learning_rate": 2e-4, "packing": True, "packing_strategy": "bfd"}
     kw.update({k: v for k, v in overrides.items() if v is not None})
     if not kw["packing"]:
         kw.pop("packing_strategy", None)

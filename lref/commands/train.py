@@ -237,7 +237,9 @@ def cmd_mcot(args) -> int:
     rules = Path(args.rules).read_text(encoding="utf-8") if args.rules else None
     if args.teacher == "openai":
         if not (args.teacher_url and args.teacher_model):
-            raise FileNotFoundError("--teacher openai needs --teacher-url and --teacher-model")
+            from lref.config import ConfigError
+
+            raise ConfigError("--teacher openai needs --teacher-url and --teacher-model")
         teacher = OpenAITeacher(args.teacher_url, args.teacher_model, rules=rules)
     else:
         teacher = AttributeTeacher(rules)

@@ -99,14 +99,19 @@ def build_examples(
     return out
 
 
+def by_query(examples: list[dict]) -> list[list[dict]]:
+    """The examples grouped by query_id, queries in sorted order (so seeded sampling repeats)."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for e in examples:
+        groups[e["query_id"]].append(e)
+    return [groups[q] for q in sorted(groups)]
+
+
 def margin_triplets(examples: list[dict], per_query: int, seed: int = 0, min_margin: float = 0.1) -> list[dict]:
     """(query, a, b, margin) from products of one query whose targets differ by at least `min_margin`."""
     rng = random.Random(seed)
-    by_q: dict[str, list[dict]] = defaultdict(list)
-    for e in examples:
-        by_q[e["query_id"]].append(e)
     out = []
-    for _, rows in sorted(by_q.items()):
+    for rows in by_query(examples):
         pairs = [(a, b) for a in rows for b in rows if a["target"] - b["target"] >= min_margin]
         for a, b in rng.sample(pairs, min(per_query, len(pairs))):
             out.append(
@@ -118,11 +123,8 @@ def margin_triplets(examples: list[dict], per_query: int, seed: int = 0, min_mar
 def query_lists(examples: list[dict], size: int, seed: int = 0) -> list[list[dict]]:
     """The examples of each query, shuffled and cut into lists of at most `size` (listwise losses)."""
     rng = random.Random(seed)
-    by_q: dict[str, list[dict]] = defaultdict(list)
-    for e in examples:
-        by_q[e["query_id"]].append(e)
     out = []
-    for _, rows in sorted(by_q.items()):
+    for rows in by_query(examples):
         rows = rows[:]
         rng.shuffle(rows)
         n = -(-len(rows) // size)  # lists of near-equal length

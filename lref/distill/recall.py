@@ -24,7 +24,7 @@ import numpy as np
 
 from lref.data import Corpus, Product
 from lref.distill.features import STUDENT_PRODUCT_WORDS, BM25Index, minilm_path, student_text
-from lref.distill.ranker import StudentConfig, _loss_history, _training_args, read_meta
+from lref.distill.ranker import StudentConfig, _loss_history, _training_args, by_query, read_meta
 
 log = logging.getLogger(__name__)
 LOSSES = ("mnrl", "margin-mse", "both")
@@ -70,11 +70,8 @@ def triplets(
 ) -> list[dict]:
     """(query, positive, negative, margin) rows: a positive paired with a hard negative of the same query."""
     rng = random.Random(seed)
-    by_q: dict[str, list[dict]] = defaultdict(list)
-    for e in examples:
-        by_q[e["query_id"]].append(e)
     out = []
-    for _, rows in sorted(by_q.items()):
+    for rows in by_query(examples):
         pos = [e for e in rows if e["target"] >= pos_threshold]
         neg = [e for e in rows if e["target"] <= neg_threshold]
         pairs = [(p, n) for p in pos for n in neg]
