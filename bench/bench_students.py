@@ -48,6 +48,7 @@ def main() -> None:
 
     from lref.data import load_dir, render_product
     from lref.distill.features import minilm_path, student_text
+    from lref.distill.ranker import new_cross_encoder, quantize_int8
     from lref.engines.hf import HFEngine
     from lref.models import init_tiny
     from lref.prompts import judgment_messages
@@ -57,7 +58,13 @@ def main() -> None:
     queries = [j.query for j in js]
     texts = [student_text(corpus.products[j.product_id]) for j in js]
 
-    ce = CrossEncoder(args.ranker or minilm_path(), num_labels=1, max_length=args.max_length, device="cpu")
+    # the student's own architecture: MiniLM -> mean pooling -> one-logit head (a trained one with --ranker)
+    ce = (
+        CrossEncoder(args.ranker, device="cpu")
+        if args.ranker
+        else new_cross_encoder(minilm_path(), args.max_length, "mean")
+    )
+    ce.max_length = args.max_length
     bi = SentenceTransformer(args.recall or minilm_path(), device="cpu")
     bi.max_seq_length = args.max_length
 
@@ -72,7 +79,7 @@ def main() -> None:
     print(f"load average at the start (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     results = {"cross-encoder": rate(ce_score, args.pairs), "bi-encoder": rate(bi_score, args.pairs)}
     print({k: round(v, 1) for k, v in results.items()}, flush=True)
-    torch.ao.quantization.quantize_dynamic(ce, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    quantize_int8(ce)  # what `lref eval --int8` and CrossEncoderStudent(int8=True) serve
     results["cross-encoder int8"] = rate(ce_score, args.pairs)
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -86,10 +86,10 @@ class CrossEncoderScorer:
 
     name = "cross-encoder"
 
-    def __init__(self, model_dir, batch_size: int = 64):
+    def __init__(self, model_dir, batch_size: int = 64, int8: bool = False):
         from lref.distill.ranker import CrossEncoderStudent
 
-        self.student = CrossEncoderStudent(model_dir, batch_size)
+        self.student = CrossEncoderStudent(model_dir, batch_size, int8)
 
     def score(self, corpus: Corpus, progress: bool = True) -> list[dict]:
         js = corpus.judgments
@@ -118,10 +118,10 @@ class LTRScorer:
 
     name = "ltr"
 
-    def __init__(self, model_dir):
+    def __init__(self, model_dir, int8: bool = False):
         from lref.distill.ltr import LTRModel
 
-        self.model = LTRModel.load(model_dir)
+        self.model = LTRModel.load(model_dir, int8)
 
     def score(self, corpus: Corpus, progress: bool = True) -> list[dict]:
         return [{"score": float(x)} for x in self.model.score_corpus(corpus, progress)]

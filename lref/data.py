@@ -318,6 +318,16 @@ def split_by_query(query_ids: Iterable[str], fractions: Mapping[str, float], see
     return out
 
 
+def kfold_by_query(query_ids: Iterable[str], k: int, seed: int = 0) -> list[list[str]]:
+    """K folds of whole queries (seeded hash order, dealt round-robin): every query in exactly one fold."""
+    if k < 2:
+        raise ValueError(f"need at least 2 folds, got {k}")
+    qs = sorted(set(query_ids), key=lambda q: hashlib.sha256(f"{seed}:{q}".encode()).hexdigest())
+    if len(qs) < k:
+        raise ValueError(f"{len(qs)} queries cannot make {k} folds")
+    return [sorted(qs[i::k]) for i in range(k)]
+
+
 def sample_rows(rows: list, n: int, seed: int = 0) -> list:
     rng = random.Random(seed)
     return rng.sample(rows, min(n, len(rows)))

@@ -22,12 +22,31 @@ log = logging.getLogger(__name__)
 _REF = re.compile(r"\{([A-Za-z0-9_.\-]+)\}")
 
 
-def resolve(tree: dict, out: str) -> dict:
-    """Replace `{out}` and `{dotted.path}` references in every string of the recipe (stages included)."""
-    context = {"out": out}
+def _text(value) -> str:
+    """A value spliced into a string, spelt as YAML reads it back (null, true, false) for `--set` lists."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def resolve(tree: dict, out: str, recipe_dir: str = ".") -> dict:
+    """Replace `{out}`, `{recipe_dir}` and `{dotted.path}` references in every string of the recipe.
+
+    A string that is one whole reference takes the referred value with its type, so `"{a.b}"` stays a
+    number, a boolean or null (a null flag is left out of the command line).
+    """
+    context = {"out": out, "recipe_dir": recipe_dir}
 
     def sub(value):
         if isinstance(value, str):
+            whole = _REF.fullmatch(value)
+            if whole and whole.group(1) not in context:
+                try:
+                    return sub(lookup(tree, whole.group(1)))
+                except (KeyError, IndexError, ValueError, TypeError):
+                    raise ConfigError(f"recipe refers to {value}, which it does not define") from None
 
             def repl(m):
                 key = m.group(1)
@@ -37,7 +56,7 @@ def resolve(tree: dict, out: str) -> dict:
                     found = lookup(tree, key)
                 except (KeyError, IndexError, ValueError, TypeError):
                     raise ConfigError(f"recipe refers to {{{key}}}, which it does not define") from None
-                return str(sub(found))
+                return _text(sub(found))
 
             return _REF.sub(repl, value)
         if isinstance(value, dict):
@@ -94,7 +113,7 @@ def run_recipe(recipe: str | Path, out: str | Path, overrides: list[str] | None 
     stages = tree.get("stages")
     if not isinstance(stages, list) or not stages:
         raise ConfigError(f"{recipe}: a recipe needs a non-empty `stages` list")
-    resolved = resolve(tree, str(out))
+    resolved = resolve(tree, str(out), str(Path(recipe).parent))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")

@@ -387,3 +387,87 @@ def test_cli_ranker_pooling_flag_reaches_the_saved_student(esci_slice, tiny_bert
     assert meta["config"]["pooling"] == pooling and len(meta["loss_history"]) == 2
     head = [type(m).__name__ for m in CrossEncoderStudent(tmp_path).model]
     assert head == (["Transformer", "Pooling", "Dense"] if pooling == "mean" else ["Transformer"])
+
+
+# ---------------------------------------------------------------------------------------------- cross-fitting, int8
+
+
+def test_kfold_by_query_puts_every_query_in_one_fold():
+    from lref.data import kfold_by_query
+
+    qs = [f"q{i}" for i in range(10)]
+    folds = kfold_by_query(qs * 2, 3, seed=1)
+    assert sorted(len(f) for f in folds) == [3, 3, 4]
+    assert sorted(q for f in folds for q in f) == sorted(qs)
+    assert folds == kfold_by_query(list(reversed(qs)), 3, seed=1)  # input order does not matter
+    with pytest.raises(ValueError, match="folds"):
+        kfold_by_query(qs, 1)
+
+
+def test_out_of_fold_scores_use_a_student_that_never_saw_the_query(corpus, tiny_bert, tmp_path):
+    from lref.distill.ltr import out_of_fold_scores, train_ltr
+    from lref.distill.ranker import CrossEncoderStudent, build_examples, train_ranker
+
+    q = corpus.query_ids  # 4 queries, 2 folds
+    folds = [q[:2], q[2:]]
+    dirs = []
+    for k, held in enumerate(folds):
+        train = corpus.subset([x for x in q if x not in held])
+        train_ranker(build_examples(train), corpus.products, _small_cfg(tiny_bert, max_steps=1), tmp_path / f"f{k}")
+        dirs.append(str(tmp_path / f"f{k}"))
+    oof = out_of_fold_scores(corpus, dirs, "ranker")
+    for k, held in enumerate(folds):  # fold k's queries are scored by the student trained without them
+        idx = [n for n, j in enumerate(corpus.judgments) if j.query_id in held]
+        js = [corpus.judgments[n] for n in idx]
+        own = CrossEncoderStudent(dirs[k]).score_pairs(
+            [j.query for j in js], [corpus.products[j.product_id] for j in js]
+        )
+        np.testing.assert_allclose([oof[n] for n in idx], own, atol=1e-6)
+    with pytest.raises(ValueError, match="every ranker fold student trained on it"):
+        out_of_fold_scores(corpus, [dirs[0], dirs[0]], "ranker")
+    meta = train_ltr(corpus, tmp_path / "ltr", ranker=dirs[0], recall=tiny_bert, ranker_folds=dirs, rounds=5,
+                     min_data_in_leaf=2, valid_fraction=0)  # fmt: skip
+    assert meta["ranker_folds"] == [str(tmp_path / "f0"), str(tmp_path / "f1")]
+
+
+def test_int8_cross_encoder_scores_close_to_fp32_and_is_quantized(corpus, tiny_bert, tmp_path):
+    import torch
+
+    from lref.distill.ranker import CrossEncoderStudent, train_ranker
+
+    train_ranker(_tiny_examples(corpus, 2), corpus.products, _small_cfg(tiny_bert, max_steps=2), tmp_path / "ce")
+    queries, prods = _pairs(corpus)
+    fp32 = CrossEncoderStudent(tmp_path / "ce").score_pairs(queries, prods)
+    q8 = CrossEncoderStudent(tmp_path / "ce", int8=True)
+    kinds = {type(m).__module__ for m in q8.model.modules() if "Linear" in type(m).__name__}
+    assert any("quantized" in k for k in kinds) and not any(type(m) is torch.nn.Linear for m in q8.model.modules())
+    np.testing.assert_allclose(q8.score_pairs(queries, prods), fp32, atol=0.05)
+
+
+def test_cli_split_folds_and_fixed_test_queries(esci_slice, tmp_path):
+    from lref.cli import main
+
+    assert main(["distill", "split", "--data", str(esci_slice), "--folds", "2", "--out", str(tmp_path / "k")]) == 0
+    tests = [{r.split("\t")[0] for r in (tmp_path / "k" / f"fold{k}" / "test.tsv").read_text().splitlines()[1:]}
+             for k in range(2)]  # fmt: skip
+    trains = [{r.split("\t")[0] for r in (tmp_path / "k" / f"fold{k}" / "train.tsv").read_text().splitlines()[1:]}
+              for k in range(2)]  # fmt: skip
+    assert tests[0] == trains[1] and tests[1] == trains[0] and len(tests[0] | tests[1]) == 4
+    ids = tmp_path / "ids.txt"
+    one = sorted(tests[0])[0]
+    ids.write_text(one + "\n")
+    assert (
+        main(
+            ["distill", "split", "--data", str(esci_slice), "--test-query-ids", str(ids), "--out", str(tmp_path / "s")]
+        )
+        == 0
+    )
+    split = json.loads((tmp_path / "s" / "split.json").read_text())
+    assert split["test"] == [one] and len(split["train"]) == 3
+    ids.write_text("nope\n")
+    assert (
+        main(
+            ["distill", "split", "--data", str(esci_slice), "--test-query-ids", str(ids), "--out", str(tmp_path / "x")]
+        )
+        == 2
+    )

@@ -12,6 +12,18 @@ def test_overrides_and_references():
     apply_overrides(tree, ["data.dir=/d", "stages.0.args.queries=3"])
     r = resolve(tree, "/run")
     assert r["stages"][0]["args"] == {"data": "/d", "out": "/run/x", "queries": 3}
+    typed = {
+        "t": {"n": 5, "off": None, "on": True},
+        "stages": [{"command": "x", "args": {"n": "{t.n}", "s": "n={t.n}"}}],
+    }
+    typed["stages"][0]["args"].update({"off": "{t.off}", "on": "{t.on}", "d": "{recipe_dir}/r.yaml"})
+    typed["stages"][0]["args"]["set"] = ["a={t.off}", "b={t.on}"]  # spliced as YAML spells them, for a nested `run`
+    args = resolve(typed, "o", "recipes")["stages"][0]["args"]
+    want = {"n": 5, "s": "n=5", "off": None, "on": True, "d": "recipes/r.yaml", "set": ["a=null", "b=true"]}
+    assert args == want  # whole references keep their types
+    argv = stage_argv({"command": "x", "args": args})
+    flags = ["--n", "5", "--s", "n=5", "--on", "--d", "recipes/r.yaml", "--set", "a=null", "--set", "b=true"]
+    assert argv == ["x", *flags]
     with pytest.raises(ConfigError, match="nope"):
         resolve({"stages": [{"command": "x", "args": {"a": "{nope.key}"}}]}, "o")
     with pytest.raises(ConfigError):

@@ -38,6 +38,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=96, help="rationale length for --scorer llm-cot")
     _model_args(p, required=False)
     p.add_argument("--name", help="run name shown in comparisons (default: the scorer)")
+    p.add_argument(
+        "--int8", action="store_true", help="cross-encoder / ltr: run the cross-encoder with int8 linear layers (CPU)"
+    )
     p.add_argument("--out", required=True, help="run folder for metrics.json, scores.jsonl, report.md, plots")
     p.set_defaults(func=cmd_eval)
 
@@ -140,7 +143,10 @@ def cmd_eval(args) -> int:
     elif args.scorer in ("cross-encoder", "ltr"):  # students from `lref distill`
         if not args.model:
             raise FileNotFoundError(f"--scorer {args.scorer} needs --model (a folder from lref distill)")
-        scorer = (scorers.CrossEncoderScorer if args.scorer == "cross-encoder" else scorers.LTRScorer)(args.model)
+        if args.scorer == "cross-encoder":
+            scorer = scorers.CrossEncoderScorer(args.model, int8=args.int8)
+        else:
+            scorer = scorers.LTRScorer(args.model, int8=args.int8)
     elif args.scorer == "bi-encoder":  # no --model: zero-shot MiniLM
         scorer = scorers.BiEncoderScorer(args.model)
     else:

@@ -17,6 +17,16 @@ def add_parsers(sub) -> None:
     _data(p)
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--test-query-ids",
+        help="file of query ids (one per line) to use as the test split instead of a random --test-fraction",
+    )
+    p.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        help="K > 1: K query folds instead: OUT/fold<k>/train.tsv (K-1 folds), test.tsv (fold k); for cross-fitting",
+    )
     p.add_argument("--out", required=True, help="folder for train.tsv and test.tsv")
     p.set_defaults(func=cmd_split)
 
@@ -84,6 +94,12 @@ def add_parsers(sub) -> None:
     _data(p)
     p.add_argument("--ranker", help="cross-encoder student folder (the ce_score feature)")
     p.add_argument("--recall", help="bi-encoder student folder (default: zero-shot MiniLM)")
+    p.add_argument(
+        "--ranker-folds",
+        nargs="+",
+        help="cross-fitting: cross-encoders trained on K-1 of K folds of these judgments (lref distill split --folds)",
+    )
+    p.add_argument("--recall-folds", nargs="+", help="cross-fitting: bi-encoders trained the same way")
     p.add_argument("--tags", help="tags.jsonl (default: topic match from the category path)")
     p.add_argument("--num-leaves", type=int, default=7)
     p.add_argument("--rounds", type=int, default=300, help="most boosting rounds")
@@ -114,8 +130,32 @@ def cmd_split(args) -> int:
     from lref.data import split_by_query
 
     corpus = _corpus(args)
-    parts = split_by_query(corpus.query_ids, {"train": 1 - args.test_fraction, "test": args.test_fraction}, args.seed)
+    if args.folds > 1:
+        return _kfold(corpus, args)
+    if args.test_query_ids:
+        wanted = Path(args.test_query_ids).read_text(encoding="utf-8").split()
+        unknown = sorted(set(wanted) - set(corpus.query_ids))
+        if unknown or not wanted:
+            from lref.config import ConfigError
+
+            raise ConfigError(
+                f"{args.test_query_ids}: {len(unknown)} query ids are not in the judgments (first: {unknown[:3]})"
+                if unknown
+                else f"{args.test_query_ids}: no query ids"
+            )
+        test = sorted(set(wanted))
+        parts = {"train": [q for q in corpus.query_ids if q not in set(test)], "test": test}
+    else:
+        parts = split_by_query(
+            corpus.query_ids, {"train": 1 - args.test_fraction, "test": args.test_fraction}, args.seed
+        )
     out = Path(args.out)
+    _write_parts(corpus, parts, out)
+    print(f"split {len(corpus.query_ids)} queries: {len(parts['train'])} train, {len(parts['test'])} test -> {out}")
+    return 0
+
+
+def _write_parts(corpus, parts: dict[str, list[str]], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     label_col = "esci_label" if corpus.scheme.name == "esci" else "label"
     for name, qids in parts.items():
@@ -127,7 +167,18 @@ def cmd_split(args) -> int:
                 [j.query_id, j.query, j.product_id, j.label, j.grade] for j in corpus.judgments if j.query_id in keep
             )
     (out / "split.json").write_text(json.dumps(parts, indent=2), encoding="utf-8")
-    print(f"split {len(corpus.query_ids)} queries: {len(parts['train'])} train, {len(parts['test'])} test -> {out}")
+
+
+def _kfold(corpus, args) -> int:
+    from lref.data import kfold_by_query
+
+    folds = kfold_by_query(corpus.query_ids, args.folds, args.seed)
+    out = Path(args.out)
+    for k, test in enumerate(folds):
+        held = set(test)
+        _write_parts(corpus, {"train": [q for q in corpus.query_ids if q not in held], "test": test}, out / f"fold{k}")
+    (out / "folds.json").write_text(json.dumps(folds, indent=2), encoding="utf-8")
+    print(f"{args.folds} folds of {len(corpus.query_ids)} queries ({[len(f) for f in folds]}) -> {out}/fold*/")
     return 0
 
 
@@ -254,6 +305,8 @@ def cmd_ltr(args) -> int:
         min_data_in_leaf=args.min_data_in_leaf,
         valid_fraction=args.valid_fraction,
         early_stopping=args.early_stopping,
+        ranker_folds=args.ranker_folds,
+        recall_folds=args.recall_folds,
     )
     imp = ", ".join(f"{k} {v:.0f}" for k, v in sorted(meta["importance_gain"].items(), key=lambda kv: -kv[1])[:6])
     print(

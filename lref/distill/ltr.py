@@ -73,28 +73,49 @@ def fit_lambdarank(
 
 
 class FeatureBuilder:
-    """Computes the LTR feature matrix for the judged pairs of a corpus."""
+    """Computes the LTR feature matrix for the judged pairs of a corpus (students load on first use)."""
 
-    def __init__(self, ranker: str | None = None, recall: str | None = None, tags: str | None = None):
-        from lref.distill.recall import BiEncoderStudent
-
-        self.ranker_dir, self.recall_dir, self.tags_path = ranker, recall, tags
-        self.bi = BiEncoderStudent(recall)
-        self.ce = None
-        if ranker:
-            from lref.distill.ranker import CrossEncoderStudent
-
-            self.ce = CrossEncoderStudent(ranker)
+    def __init__(
+        self, ranker: str | None = None, recall: str | None = None, tags: str | None = None, int8: bool = False
+    ):
+        self.ranker_dir, self.recall_dir, self.tags_path, self.int8 = ranker, recall, tags, int8
+        self._bi = self._ce = None
         self.tags = load_tags(tags) if tags else None
 
-    def matrix(self, corpus: Corpus, progress: bool = False) -> np.ndarray:
+    @property
+    def bi(self):
+        from lref.distill.recall import BiEncoderStudent
+
+        if self._bi is None:
+            self._bi = BiEncoderStudent(self.recall_dir)
+        return self._bi
+
+    @property
+    def ce(self):
+        from lref.distill.ranker import CrossEncoderStudent
+
+        if self._ce is None and self.ranker_dir:
+            self._ce = CrossEncoderStudent(self.ranker_dir, int8=self.int8)
+        return self._ce
+
+    def matrix(
+        self,
+        corpus: Corpus,
+        progress: bool = False,
+        ce_scores: list[float] | None = None,
+        bi_scores: list[float] | None = None,
+    ) -> np.ndarray:
+        """Rows in judgment order; `ce_scores` / `bi_scores` replace the students' own (out-of-fold scores)."""
         js = corpus.judgments
         queries = [j.query for j in js]
         prods = [corpus.products[j.product_id] for j in js]
         bm25 = BM25Index(corpus.products)
         ranks = {q: bm25.rank_of(q) for q in set(queries)}
-        bi = self.bi.score_pairs(queries, prods, progress)
-        ce = self.ce.score_pairs(queries, prods, progress) if self.ce else [float("nan")] * len(js)
+        bi = bi_scores if bi_scores is not None else self.bi.score_pairs(queries, prods, progress)
+        if ce_scores is not None:
+            ce = ce_scores
+        else:
+            ce = self.ce.score_pairs(queries, prods, progress) if self.ce else [float("nan")] * len(js)
         qids = [j.query_id for j in js]
         bm = [float(bm25.scores(q)[bm25.row_of[p.product_id]]) for q, p in zip(queries, prods, strict=True)]
         z = {
@@ -135,6 +156,42 @@ def _student_queries(model_dir: str | None) -> set[str]:
     return set(json.loads(p.read_text(encoding="utf-8")).get("train_query_ids", [])) if p.exists() else set()
 
 
+def out_of_fold_scores(corpus: Corpus, fold_dirs: list[str], kind: str, progress: bool = False) -> list[float]:
+    """Each judged pair scored by a fold student that never trained on its query (cross-fitting).
+
+    The fold students come from `lref distill split --folds K` + one student per fold; each records its
+    training queries in `distill.json`. A query that every fold student has seen is an error, so the LTR
+    never learns to trust over-fit scores.
+    """
+    from lref.distill.ranker import CrossEncoderStudent
+    from lref.distill.recall import BiEncoderStudent
+
+    seen = [_student_queries(d) for d in fold_dirs]
+    for d, qs in zip(fold_dirs, seen, strict=True):
+        if not qs:
+            raise FileNotFoundError(f"{d}: no distill.json with train_query_ids (not a student from lref distill)")
+    owner: dict[str, int] = {}
+    for q in corpus.query_ids:
+        free = [i for i, qs in enumerate(seen) if q not in qs]
+        if not free:
+            raise ValueError(f"query {q}: every {kind} fold student trained on it, so it has no out-of-fold score")
+        owner[q] = free[0]
+    js = corpus.judgments
+    out = [float("nan")] * len(js)
+    for i, d in enumerate(fold_dirs):
+        rows = [n for n, j in enumerate(js) if owner[j.query_id] == i]
+        if not rows:
+            continue
+        student = CrossEncoderStudent(d) if kind == "ranker" else BiEncoderStudent(d)
+        s = student.score_pairs(
+            [js[n].query for n in rows], [corpus.products[js[n].product_id] for n in rows], progress
+        )
+        for n, x in zip(rows, s, strict=True):
+            out[n] = x
+        log.info("%s fold %d (%s): out-of-fold scores for %d pairs", kind, i, d, len(rows))
+    return out
+
+
 def train_ltr(
     corpus: Corpus,
     out_dir: str | Path,
@@ -149,6 +206,8 @@ def train_ltr(
     valid_fraction: float = 0.25,
     early_stopping: int = 30,
     X: np.ndarray | None = None,
+    ranker_folds: list[str] | None = None,
+    recall_folds: list[str] | None = None,
 ) -> dict:
     """Compute features for the corpus's judged pairs, fit lambdarank on the gold grades, save and report.
 
@@ -157,15 +216,18 @@ def train_ltr(
     are only honest features on queries the students never trained on: a warning names the overlap
     (train the students on one part of the training queries and the LTR on the other, as the recipe does).
     `X` reuses a feature matrix already computed for `corpus` (rows in judgment order).
+    `ranker_folds` / `recall_folds` (cross-fitting): student folders trained on K-1 of K query folds of
+    the LTR's own queries; the LTR then trains on every query with out-of-fold student scores, and
+    scores new queries with the full `ranker` / `recall` students.
     Returns the metadata written to `ltr.json` plus the trained `booster`.
     """
     from lref.data import split_by_query
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for kind, path in (("ranker", ranker), ("recall", recall)):
+    for kind, path, folds in (("ranker", ranker, ranker_folds), ("recall", recall, recall_folds)):
         seen = _student_queries(path) & set(corpus.query_ids)
-        if seen:
+        if seen and not folds:
             log.warning(
                 "the %s student was trained on %d of the %d LTR queries: its scores on them are optimistic features",
                 kind,
@@ -173,7 +235,9 @@ def train_ltr(
                 len(corpus.query_ids),
             )
     if X is None:
-        X = FeatureBuilder(ranker, recall, tags).matrix(corpus, progress=True)
+        ce = out_of_fold_scores(corpus, ranker_folds, "ranker", True) if ranker_folds else None
+        bi = out_of_fold_scores(corpus, recall_folds, "recall", True) if recall_folds else None
+        X = FeatureBuilder(ranker, recall, tags).matrix(corpus, progress=True, ce_scores=ce, bi_scores=bi)
     y = np.asarray([j.grade for j in corpus.judgments])
     best = rounds
     qids = corpus.query_ids
@@ -200,6 +264,8 @@ def train_ltr(
         "ranker": str(Path(ranker).resolve()) if ranker else None,
         "recall": str(Path(recall).resolve()) if recall else None,
         "tags": str(Path(tags).resolve()) if tags else None,
+        "ranker_folds": [str(Path(d).resolve()) for d in ranker_folds or []],
+        "recall_folds": [str(Path(d).resolve()) for d in recall_folds or []],
         "params": {
             "num_leaves": num_leaves,
             "max_rounds": rounds,
@@ -244,12 +310,12 @@ def _write_importance(out_dir: Path, gain: dict, split: dict) -> None:
 class LTRModel:
     """A saved lambdarank model with the feature builder it was trained with."""
 
-    def __init__(self, booster, meta: dict):
+    def __init__(self, booster, meta: dict, int8: bool = False):
         self.booster, self.meta = booster, meta
-        self.features = FeatureBuilder(meta.get("ranker"), meta.get("recall"), meta.get("tags"))
+        self.features = FeatureBuilder(meta.get("ranker"), meta.get("recall"), meta.get("tags"), int8)
 
     @classmethod
-    def load(cls, model_dir: str | Path) -> LTRModel:
+    def load(cls, model_dir: str | Path, int8: bool = False) -> LTRModel:
         import lightgbm as lgb
 
         model_dir = Path(model_dir)
@@ -260,7 +326,7 @@ class LTRModel:
             raise ValueError(
                 f"{model_dir}: trained on features {meta.get('features')}, this version computes {FEATURES}"
             )
-        return cls(lgb.Booster(model_file=str(model_dir / "model.txt")), meta)
+        return cls(lgb.Booster(model_file=str(model_dir / "model.txt")), meta, int8)
 
     def score_corpus(self, corpus: Corpus, progress: bool = False) -> np.ndarray:
         return self.booster.predict(self.features.matrix(corpus, progress), num_threads=1)

@@ -260,15 +260,38 @@ def read_meta(model_dir: str | Path) -> dict:
     return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
 
 
-class CrossEncoderStudent:
-    """A saved cross-encoder student: score (query, product) pairs (sigmoid of its logit, in [0, 1])."""
+def quantize_int8(model):
+    """Dynamic int8 quantization of every nn.Linear (weights int8, activations quantized per batch), in place.
 
-    def __init__(self, model_dir: str | Path, batch_size: int = 64):
+    The serving form of a student on CPU: about 2x the pairs/s of fp32 at 64 tokens (bench/bench_students.py).
+    torch marks eager-mode `torch.ao.quantization` deprecated in favour of torchao (not in this stack); it still
+    works in torch 2.13, and its deprecation warnings are silenced here.
+    """
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    return model
+
+
+class CrossEncoderStudent:
+    """A saved cross-encoder student: score (query, product) pairs (sigmoid of its logit, in [0, 1]).
+
+    `int8=True` quantizes its linear layers (`quantize_int8`) after loading, for CPU serving.
+    """
+
+    def __init__(self, model_dir: str | Path, batch_size: int = 64, int8: bool = False):
         from sentence_transformers.cross_encoder import CrossEncoder
 
         if not Path(model_dir).is_dir():
             raise FileNotFoundError(f"cross-encoder model folder not found: {model_dir}")
         self.model = CrossEncoder(str(model_dir), device="cpu")
+        if int8:
+            quantize_int8(self.model)
         self.max_words = read_meta(model_dir).get("config", {}).get("max_words", STUDENT_PRODUCT_WORDS)
         self.batch_size = batch_size
 
