@@ -64,3 +64,30 @@ def tiny_model(esci_slice, tmp_path_factory) -> Path:
     from lref.models import init_tiny
 
     return init_tiny(tmp_path_factory.mktemp("tiny"), esci_slice, vocab_size=600)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A randomly initialised one-layer BERT (hidden 32) with MiniLM's tokenizer, saved as a student base.
+
+    The students' code paths are the same as with MiniLM (a fresh head for the cross-encoder, mean
+    pooling for the bi-encoder) at a fraction of the CPU time; one test below still uses real MiniLM.
+    """
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from lref.distill.features import minilm_path
+
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        hidden_dropout_prob=0.0,  # no dropout: every step sees the same batch, so the loss must fall
+        attention_probs_dropout_prob=0.0,
+    )
+    path = tmp_path_factory.mktemp("tiny_bert")
+    BertModel(cfg).save_pretrained(path)
+    AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(path)
+    return str(path)

@@ -31,33 +31,6 @@ def corpus(esci_slice):
     return Corpus(js, products, full.scheme, {q: t for q, t in full.queries.items() if q in full.query_ids})
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    """A randomly initialised one-layer BERT (hidden 32) with MiniLM's tokenizer, saved as a student base.
-
-    The students' code paths are the same as with MiniLM (a fresh head for the cross-encoder, mean
-    pooling for the bi-encoder) at a fraction of the CPU time; one test below still uses real MiniLM.
-    """
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from lref.distill.features import minilm_path
-
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        hidden_dropout_prob=0.0,  # no dropout: every step sees the same batch, so the loss must fall
-        attention_probs_dropout_prob=0.0,
-    )
-    path = tmp_path_factory.mktemp("tiny_bert")
-    BertModel(cfg).save_pretrained(path)
-    AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(path)
-    return str(path)
-
-
 def _tiny_examples(corpus, n_per_query=4):
     """A handful of gold examples per query, with both relevant and irrelevant products."""
     from lref.distill.ranker import build_examples

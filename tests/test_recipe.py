@@ -47,14 +47,19 @@ def test_stage_argv():
     assert argv == ["compare", "a", "b", "--out", "c", "--flag"]
 
 
-def test_quickstart_recipe_smoke(esci150, tmp_path):
-    """The whole quickstart (select -> SFT -> Multi-CoT -> DPO -> eval -> ablation), with steps cut by overrides."""
+def test_quickstart_recipe_smoke(esci150, tiny_bert, tmp_path):
+    """The whole quickstart (select -> SFT -> Multi-CoT -> DPO -> eval -> ablation -> distill) on 12 queries,
+    with steps cut by overrides and a tiny BERT as the students' base."""
+    from conftest import write_slice
+
+    data = write_slice(esci150, tmp_path / "data", 12)
     out = tmp_path / "qs"
     cut = ["train.sft_steps=2", "train.mcot_steps=1", "train.dpo_steps=1", "data.budget=24", "data.diversity_pool=40"]
-    cut += ["train.mcot_rows=6", "train.dpo_pairs=6", "eval.queries=1", "eval.cot_tokens=4"]
-    run_recipe("recipes/quickstart.yaml", out, [f"data.dir={esci150}", "stages.0.args.vocab_size=600", *cut])
+    cut += ["train.mcot_rows=6", "train.dpo_pairs=6", "eval.queries=1", "eval.cot_tokens=4", "data.holdout=0.25"]
+    cut += ["distill.steps=2", f"distill.base={tiny_bert}", "distill.top_n=1"]
+    run_recipe("recipes/quickstart.yaml", out, [f"data.dir={data}", "stages.0.args.vocab_size=600", *cut])
     cfg = yaml.safe_load((out / "config.yaml").read_text())
-    assert cfg["data"]["dir"] == str(esci150)
+    assert cfg["data"]["dir"] == str(data)
     selected = [json.loads(x) for x in (out / "select" / "selected.jsonl").read_text().splitlines()]
     assert len(selected) == 24 and all(r["selected_by"] in ("diversity", "balance") and r["reason"] for r in selected)
     holdout = set((out / "select" / "holdout_queries.txt").read_text().split())
@@ -67,3 +72,13 @@ def test_quickstart_recipe_smoke(esci150, tmp_path):
     dpo = json.loads((out / "dpo" / "summary.json").read_text())
     assert {"before", "after"} <= set(dpo) and "over_grading_rate" in dpo["after"]
     assert (out / "sft" / "metrics.jsonl").exists() and (out / "sft" / "model" / "config.json").exists()
+    # distill, the last stage: the DPO'd judge is the teacher, the quickstart's held-out queries the test split
+    d = out / "distill"
+    assert json.loads((d / "split" / "split.json").read_text())["test"] == sorted(holdout)
+    assert yaml.safe_load((d / "config.yaml").read_text())["teacher"]["model"] == str(out / "dpo" / "model")
+    ltr = json.loads((d / "ltr" / "ltr.json").read_text())
+    assert len(ltr["ranker_folds"]) == 3 and len(ltr["recall_folds"]) == 3
+    table = (d / "comparison.md").read_text()
+    assert all(
+        name in table for name in ("bm25", "minilm-zero-shot", "ce-gold-only", "ltr-pipeline", "ltr-pipeline-int8")
+    )

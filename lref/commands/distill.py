@@ -79,6 +79,11 @@ def add_parsers(sub) -> None:
             p.add_argument("--pos-threshold", type=float, default=0.75)
             p.add_argument("--neg-threshold", type=float, default=0.4)
             p.add_argument("--eval-judgments", help="judgments for recall@k (e.g. a held-out test.tsv)")
+            p.add_argument(
+                "--no-index",
+                action="store_true",
+                help="train and save only: no catalogue index, no recall@k (for cross-fitting fold students)",
+            )
             p.add_argument("--k", type=int, action="append", help="cut-offs for recall@k (default 10 50 100)")
         else:
             p.add_argument(
@@ -97,9 +102,10 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--ranker-folds",
         nargs="+",
+        action="extend",
         help="cross-fitting: cross-encoders trained on K-1 of K folds of these judgments (lref distill split --folds)",
     )
-    p.add_argument("--recall-folds", nargs="+", help="cross-fitting: bi-encoders trained the same way")
+    p.add_argument("--recall-folds", nargs="+", action="extend", help="cross-fitting: bi-encoders trained the same way")
     p.add_argument("--tags", help="tags.jsonl (default: topic match from the category path)")
     p.add_argument("--num-leaves", type=int, default=7)
     p.add_argument("--rounds", type=int, default=300, help="most boosting rounds")
@@ -246,6 +252,10 @@ def cmd_recall(args) -> int:
     cfg = _student_cfg(args)
     corpus, examples = _examples(args, cfg)
     meta = train_recall(examples, corpus.products, cfg, args.out, args.pos_threshold, args.neg_threshold)
+    h = meta["loss_history"]
+    if args.no_index:
+        print(f"recall: {meta['n_triplets']} triplets, loss {h[0]:.4f} -> {h[-1]:.4f} (not indexed) -> {args.out}")
+        return 0
     student = BiEncoderStudent(args.out)
     index, ids, emb = build_index(student, corpus.products, Path(args.out) / "index")
     if args.eval_judgments:
@@ -267,7 +277,6 @@ def cmd_recall(args) -> int:
                 for k in ks
             )
         )
-    h = meta["loss_history"]
     print(
         f"recall: {meta['n_triplets']} triplets, loss {h[0]:.4f} -> {h[-1]:.4f}, "
         f"{len(ids)} products indexed -> {args.out}"
