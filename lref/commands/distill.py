@@ -105,14 +105,16 @@ def add_parsers(sub) -> None:
         action="extend",
         help="cross-fitting: cross-encoders trained on K-1 of K folds of these judgments (lref distill split --folds)",
     )
-    p.add_argument("--recall-folds", nargs="+", action="extend", help="cross-fitting: bi-encoders trained the same way")
-    p.add_argument("--tags", help="tags.jsonl (default: topic match from the category path)")
-    p.add_argument("--num-leaves", type=int, default=7)
-    p.add_argument("--rounds", type=int, default=300, help="most boosting rounds")
-    p.add_argument("--learning-rate", type=float, default=0.05)
-    p.add_argument("--min-data-in-leaf", type=int, default=20)
     p.add_argument(
-        "--valid-fraction", type=float, default=0.25, help="share of queries held out to early-stop (0: none)"
+        "--recall-folds", nargs="+", action="extend", help="cross-fitting: bi-encoders trained the same way"
+    )
+    p.add_argument("--tags", help="tags.jsonl (default: topic match from the category path)")
+    p.add_argument("--num-leaves", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=300, help="boosting rounds (the most, with early stopping)")
+    p.add_argument("--learning-rate", type=float, default=0.02)
+    p.add_argument("--min-data-in-leaf", type=int, default=50)
+    p.add_argument(
+        "--valid-fraction", type=float, default=0.0, help="share of queries held out to early-stop (0: none)"
     )
     p.add_argument("--early-stopping", type=int, default=30, help="rounds without validation gain before stopping")
     p.add_argument("--seed", type=int, default=0)
