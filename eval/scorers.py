@@ -81,7 +81,18 @@ class LLMScorer:
         return [{"score": r.score, "probs": r.probs_by_label(scheme), "pred_label": r.label} for r in results]
 
 
-class CrossEncoderScorer:
+class _StudentScorer:
+    """Scores every judged pair with a student's `score_pairs(queries, products, progress)`."""
+
+    student = None
+
+    def score(self, corpus: Corpus, progress: bool = True) -> list[dict]:
+        js = corpus.judgments
+        s = self.student.score_pairs([j.query for j in js], [corpus.products[j.product_id] for j in js], progress)
+        return [{"score": x} for x in s]
+
+
+class CrossEncoderScorer(_StudentScorer):
     """A cross-encoder student saved by `lref distill ranker`."""
 
     name = "cross-encoder"
@@ -91,13 +102,8 @@ class CrossEncoderScorer:
 
         self.student = CrossEncoderStudent(model_dir, batch_size, int8)
 
-    def score(self, corpus: Corpus, progress: bool = True) -> list[dict]:
-        js = corpus.judgments
-        s = self.student.score_pairs([j.query for j in js], [corpus.products[j.product_id] for j in js], progress)
-        return [{"score": x} for x in s]
 
-
-class BiEncoderScorer:
+class BiEncoderScorer(_StudentScorer):
     """Cosine of query and product embeddings: a bi-encoder student, or zero-shot MiniLM when no model is given."""
 
     name = "bi-encoder"
@@ -106,11 +112,6 @@ class BiEncoderScorer:
         from lref.distill.recall import BiEncoderStudent
 
         self.student = BiEncoderStudent(model_dir, batch_size)
-
-    def score(self, corpus: Corpus, progress: bool = True) -> list[dict]:
-        js = corpus.judgments
-        s = self.student.score_pairs([j.query for j in js], [corpus.products[j.product_id] for j in js], progress)
-        return [{"score": x} for x in s]
 
 
 class LTRScorer:
