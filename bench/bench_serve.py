@@ -31,10 +31,10 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from eval.scorers import LLMScorer
     from lref.data import load_dir
     from lref.engines.hf import HFEngine
     from lref.engines.openai import OpenAIEngine
+    from lref.eval.scorers import LLMScorer
     from lref.models import init_tiny
     from lref.serve.embedded import BackgroundServer, ModelHost, create_app
 

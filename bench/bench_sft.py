@@ -20,7 +20,7 @@ def run(model_path, records, scheme, tok, packing: bool, steps: int, batch_token
     from trl import SFTTrainer
 
     from lref.models import load_model
-    from lref.sft import sft_config, sft_dataset
+    from lref.train.sft import sft_config, sft_dataset
 
     model, _ = load_model(model_path, device="cpu")
     model.train()
@@ -71,7 +71,7 @@ def main() -> None:
     import random
 
     records = random.Random(0).sample(records, min(args.rows, len(records)))
-    from lref.sft import sft_row
+    from lref.train.sft import sft_row
 
     rows = [sft_row(r, corpus.scheme, tokenizer=tok) for r in records[:200]]
     texts = [tok.apply_chat_template(r["prompt"] + r["completion"], tokenize=False) for r in rows]

@@ -32,9 +32,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from lref.data import load_products
-    from rag.store import Store
-    from tagging.tagger import Tagger, build_index, product_text
-    from tagging.taxonomy import build_from_products
+    from lref.rag.store import Store
+    from lref.tagging.tagger import Tagger, build_index, product_text
+    from lref.tagging.taxonomy import build_from_products
 
     products = [p for p in load_products(Path(args.data) / "products.jsonl").values() if p.category]
     index, query = products[: args.n_index], products[args.n_index : args.n_index + args.n_tag]

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def per_query_ndcg(qid: np.ndarray, y: np.ndarray, s: np.ndarray) -> dict[str, float]:
-    from eval.metrics import ndcg_per_query
+    from lref.eval.metrics import ndcg_per_query
 
     return ndcg_per_query(list(qid), list(y), list(s), k=10)
 

@@ -10,9 +10,9 @@ import json
 import logging
 from pathlib import Path
 
-from eval.metrics import compute_metrics
-from eval.report import write_report
 from lref.data import Corpus
+from lref.eval.metrics import compute_metrics
+from lref.eval.report import write_report
 
 log = logging.getLogger(__name__)
 

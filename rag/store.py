@@ -31,7 +31,7 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings  # noqa: E402
 from chromadb.utils.embedding_functions import register_embedding_function  # noqa: E402
 
-from rag.embedder import DEFAULT_MODEL, Embedder, portable_spec  # noqa: E402
+from lref.rag.embedder import DEFAULT_MODEL, Embedder, portable_spec  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 from lref.data import Product, render_product
 from lref.labels import BINARY
 from lref.prompts import sanitize
-from rag.kg import TagGraph, split_tag_id
+from lref.rag.kg import TagGraph, split_tag_id
 
 INSTRUCTION = (
     "You are an e-commerce content tagger. Given a product and a candidate tag with its definition, "

@@ -13,8 +13,8 @@ import random
 from collections.abc import Iterable, Mapping
 
 from lref.data import Product
-from rag.kg import TagGraph, split_tag_id, tag_id
-from tagging.prompts import tag_question
+from lref.rag.kg import TagGraph, split_tag_id, tag_id
+from lref.tagging.prompts import tag_question
 
 log = logging.getLogger(__name__)
 TAG_TYPES = ("topic", "style")

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lref.data import Product
-from rag.kg import TagGraph, split_tag_id, tag_id
-from rag.store import EXEMPLARS, TAGS, Hit, Store
-from tagging.quality import quality_tags
-from tagging.taxonomy import SEP, Taxonomy, topic_text
+from lref.rag.kg import TagGraph, split_tag_id, tag_id
+from lref.rag.store import EXEMPLARS, TAGS, Hit, Store
+from lref.tagging.quality import quality_tags
+from lref.tagging.taxonomy import SEP, Taxonomy, topic_text
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ class Tagger:
 
     def _llm_probs(self, products: Sequence[Product], asks: list[list[str]]) -> list[dict[str, float]]:
         """P(yes) for each (product, candidate tag), one forward pass per pair through the engine."""
-        from tagging.prompts import tag_question
+        from lref.tagging.prompts import tag_question
 
         prompts, index = [], []
         for i, (p, tags) in enumerate(zip(products, asks, strict=True)):

@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from lref.config import ConfigError, load_yaml
-from rag.kg import TagGraph, tag_id
+from lref.rag.kg import TagGraph, tag_id
 
 DEFAULT_PATH = Path(__file__).with_name("default_taxonomy.yaml")
 SEP = " > "

@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
-from eval.harness import read_jsonl
-from eval.metrics import compute_metrics
 from lref.cli import main
+from lref.eval.harness import read_jsonl
+from lref.eval.metrics import compute_metrics
 from lref.labels import ESCI
 
 METRIC_KEYS = {

@@ -168,8 +168,8 @@ def test_query_lists_keep_queries_apart_and_every_example_once(corpus):
 
 
 def test_lambdarank_learns_the_deciding_feature():
-    from eval.metrics import mean_ndcg
     from lref.distill.ltr import fit_lambdarank
+    from lref.eval.metrics import mean_ndcg
 
     rng = np.random.default_rng(0)
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from eval.metrics import (
+from lref.eval.metrics import (
     auc_top_vs_bottom,
     classification_metrics,
     compute_metrics,

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from eval.metrics import compute_metrics
-from eval.report import compare_runs, plot_comparison, write_report
+from lref.eval.metrics import compute_metrics
+from lref.eval.report import compare_runs, plot_comparison, write_report
 from lref.labels import ESCI
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from lref.labels import ESCI
-from lref.selection import (
+from lref.train.selection import (
     SelectionSpec,
     adjacent_confusion,
     budget_count,

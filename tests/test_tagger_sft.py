@@ -6,10 +6,10 @@ import numpy as np
 
 from lref.cli import main
 from lref.data import Product
-from rag.kg import split_tag_id
-from tagging.prompts import tag_question
-from tagging.sft_data import tagger_sft_rows
-from tagging.taxonomy import build_from_products
+from lref.rag.kg import split_tag_id
+from lref.tagging.prompts import tag_question
+from lref.tagging.sft_data import tagger_sft_rows
+from lref.tagging.taxonomy import build_from_products
 
 PRODUCTS = {
     "A": Product("A", "Squeaky rubber dog toy", brand="Acme", category=["Pets", "Dogs", "Toys"]),

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from lref.data import Product
-from rag.kg import TagGraph
-from tagging.taxonomy import Taxonomy, build_from_products
+from lref.rag.kg import TagGraph
+from lref.tagging.taxonomy import Taxonomy, build_from_products
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,8 +131,8 @@ def test_graph_consistency_ancestors_synonyms_exclusions(tmp_path):
 @pytest.fixture(scope="module")
 def store_dir(tmp_path_factory):
     """A store over the handmade catalogue plus one planted exemplar with a unique topic and style."""
-    from rag.store import Store
-    from tagging.tagger import build_index
+    from lref.rag.store import Store
+    from lref.tagging.tagger import build_index
 
     products = catalogue_products()
     planted = Product("PLANT", "Ceramic Garden Gnome Statue With Lantern", brand="Gnomeland", category=[])
@@ -148,8 +148,8 @@ def store_dir(tmp_path_factory):
 
 
 def test_candidates_find_planted_exemplar(store_dir):
-    from rag.store import Store
-    from tagging.tagger import Tagger
+    from lref.rag.store import Store
+    from lref.tagging.tagger import Tagger
 
     tagger = Tagger(Taxonomy.load(store_dir / "taxonomy.yaml"), Store(store_dir))
     query = Product("Q1", "Garden Gnome Statue, Ceramic, With Solar Lantern", brand="Other")
@@ -167,8 +167,8 @@ def test_candidates_find_planted_exemplar(store_dir):
 
 
 def test_store_config_is_portable_and_reopens_in_new_process(store_dir):
-    from rag.embedder import Embedder
-    from rag.store import EXEMPLARS, Store
+    from lref.rag.embedder import Embedder
+    from lref.rag.store import EXEMPLARS, Store
 
     schema = " ".join(r[0] for r in sqlite3.connect(store_dir / "chroma" / "chroma.sqlite3").execute(
         "select schema_str from collections"))  # fmt: skip
@@ -178,7 +178,7 @@ def test_store_config_is_portable_and_reopens_in_new_process(store_dir):
     here = [[(h.id, round(h.similarity, 5)) for h in hits] for hits in Store(store_dir).query(EXEMPLARS, q, 5)]
     np.save(store_dir.parent / "q.npy", q)
     code = (
-        "import json, sys, numpy as np; from rag.store import Store, EXEMPLARS; "
+        "import json, sys, numpy as np; from lref.rag.store import Store, EXEMPLARS; "
         f"q = np.load({str(store_dir.parent / 'q.npy')!r}); s = Store({str(store_dir)!r}); "
         "print(json.dumps([[(h.id, round(h.similarity, 5)) for h in hits] for hits in s.query(EXEMPLARS, q, 5)]))"
     )
@@ -191,7 +191,7 @@ def test_store_config_is_portable_and_reopens_in_new_process(store_dir):
 
 
 def test_hnsw_recall_against_exact(store_dir):
-    from rag.store import EXEMPLARS, Store
+    from lref.rag.store import EXEMPLARS, Store
 
     s = Store(store_dir)
     q = s.embedder.encode(["chair", "litter", "ball", "pan"])
@@ -222,9 +222,9 @@ class KillAfter:
 
 
 def test_resume_after_kill_no_duplicates_no_losses(store_dir, tmp_path):
-    from rag.store import Store
-    from tagging import batch
-    from tagging.tagger import Tagger
+    from lref.rag.store import Store
+    from lref.tagging import batch
+    from lref.tagging.tagger import Tagger
 
     tagger = Tagger(Taxonomy.load(store_dir / "taxonomy.yaml"), Store(store_dir))
     products = catalogue_products()
@@ -248,9 +248,9 @@ def test_resume_after_kill_no_duplicates_no_losses(store_dir, tmp_path):
 
 
 def test_bad_rows_go_to_errors_file(store_dir, tmp_path):
-    from rag.store import Store
-    from tagging.batch import run_batch
-    from tagging.tagger import Tagger
+    from lref.rag.store import Store
+    from lref.tagging.batch import run_batch
+    from lref.tagging.tagger import Tagger
 
     tagger = Tagger(Taxonomy.load(store_dir / "taxonomy.yaml"), Store(store_dir))
     lines = [
@@ -273,9 +273,9 @@ def test_bad_rows_go_to_errors_file(store_dir, tmp_path):
 
 
 def test_resume_keeps_reporting_duplicates_and_bad_rows(store_dir, tmp_path):
-    from rag.store import Store
-    from tagging.batch import run_batch
-    from tagging.tagger import Tagger
+    from lref.rag.store import Store
+    from lref.tagging.batch import run_batch
+    from lref.tagging.tagger import Tagger
 
     tagger = Tagger(Taxonomy.load(store_dir / "taxonomy.yaml"), Store(store_dir))
     lines = [
@@ -301,7 +301,7 @@ def test_resume_keeps_reporting_duplicates_and_bad_rows(store_dir, tmp_path):
 
 
 def test_quality_tags_levels_and_reasons():
-    from tagging.quality import quality_tags
+    from lref.tagging.quality import quality_tags
 
     good = Product(
         "G", "Acme Oak Dining Chair, Set of 2", description=" ".join(["word"] * 40),
@@ -328,7 +328,7 @@ def test_quality_tags_levels_and_reasons():
 
 
 def test_tag_metrics_hand_computed():
-    from eval.tags import tag_metrics
+    from lref.eval.tags import tag_metrics
 
     products = {
         "a": Product("a", "x", category=["H", "K"]),
@@ -384,9 +384,9 @@ def test_cli_index_tag_eval(store_dir, tmp_path):
 
 def test_llm_step_with_tiny_model(store_dir, tiny_model):
     from lref.engines.hf import HFEngine
-    from rag.store import Store
-    from tagging.prompts import tag_question
-    from tagging.tagger import Tagger
+    from lref.rag.store import Store
+    from lref.tagging.prompts import tag_question
+    from lref.tagging.tagger import Tagger
 
     engine = HFEngine.from_pretrained(tiny_model, scheme="binary", batch_size=8)
     tagger = Tagger(Taxonomy.load(store_dir / "taxonomy.yaml"), Store(store_dir), engine=engine, model_name="tiny")
@@ -413,8 +413,8 @@ def test_llm_step_with_scripted_openai_server(store_dir, tiny_model):
 
     from lref.labels import BINARY
     from lref.models import load_tokenizer
-    from rag.store import Store
-    from tagging.tagger import Tagger
+    from lref.rag.store import Store
+    from lref.tagging.tagger import Tagger
 
     tok = load_tokenizer(tiny_model)
     yes_id, no_id = BINARY.token_ids(tok)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from lref.data import Corpus, Judgment, Product
-from lref.dpo import dpo_config, mine_overgraded, train_dpo
 from lref.labels import BINARY, ESCI
-from lref.mcot import AttributeTeacher, build_rationales, cot_score, slot_label
-from lref.sft import LoraSpec, evaluate_model, sft_config, sft_dataset, train_sft
+from lref.train.dpo import dpo_config, mine_overgraded, train_dpo
+from lref.train.mcot import AttributeTeacher, build_rationales, cot_score, slot_label
+from lref.train.sft import LoraSpec, evaluate_model, sft_config, sft_dataset, train_sft
 
 WORDS = {"E": ["apple", "pear", "plum"], "I": ["zebra", "tiger", "lion"]}
 
@@ -196,7 +196,7 @@ def test_evaluate_model_keys(tiny_model):
 
 
 def test_select_imcims_and_uncertainty_end_to_end(tiny_model, tmp_path):
-    from lref.selection import SelectionSpec, select
+    from lref.train.selection import SelectionSpec, select
 
     recs, _ = synthetic(16, 7)
     spec = SelectionSpec(methods=("imcims", "uncertainty"), budget=6, judge_steps=1, judge_fraction=0.5)

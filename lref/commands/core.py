@@ -118,8 +118,8 @@ def cmd_init_tiny(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from eval.harness import write_jsonl
-    from eval.scorers import LLMScorer
+    from lref.eval.harness import write_jsonl
+    from lref.eval.scorers import LLMScorer
 
     corpus = _corpus(args)
     scorer = LLMScorer(_engine(args), args.max_product_tokens)
@@ -134,8 +134,8 @@ def cmd_score(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from eval import scorers
-    from eval.harness import evaluate
+    from lref.eval import scorers
+    from lref.eval.harness import evaluate
 
     corpus = _corpus(args)
     if args.scorer == "bm25":
@@ -154,7 +154,7 @@ def cmd_eval(args) -> int:
             raise FileNotFoundError("--scorer llm needs --model (a model folder or Hub id)")
         scorer = scorers.LLMScorer(_engine(args), args.max_product_tokens)
         if args.scorer == "llm-cot":
-            from lref.mcot import CoTScorer
+            from lref.train.mcot import CoTScorer
 
             scorer = CoTScorer(scorer.engine, args.max_product_tokens, args.max_new_tokens)
     m = evaluate(corpus, scorer, args.out, name=args.name)
@@ -168,7 +168,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from eval.report import compare_runs, plot_comparison
+    from lref.eval.report import compare_runs, plot_comparison
 
     table = compare_runs([Path(r) for r in args.runs])
     print(table)

@@ -113,7 +113,7 @@ def _products(path):
 
 
 def cmd_taxonomy_build(args) -> int:
-    from tagging.taxonomy import Taxonomy, build_from_products
+    from lref.tagging.taxonomy import Taxonomy, build_from_products
 
     products = _products(args.products)
     base = Taxonomy.load(args.base) if args.base else None
@@ -125,10 +125,10 @@ def cmd_taxonomy_build(args) -> int:
 
 
 def _build_store(args, products: dict, store_dir: Path, exclude: set[str], taxonomy=None, tags=None):
-    from rag.embedder import Embedder
-    from rag.store import Store
-    from tagging.tagger import build_index
-    from tagging.taxonomy import Taxonomy, build_from_products
+    from lref.rag.embedder import Embedder
+    from lref.rag.store import Store
+    from lref.tagging.tagger import build_index
+    from lref.tagging.taxonomy import Taxonomy, build_from_products
 
     keep = [p for pid, p in products.items() if pid not in exclude]
     tax = Taxonomy.load(taxonomy) if taxonomy else build_from_products([p.category for p in keep], args.max_depth)
@@ -146,7 +146,7 @@ def _build_store(args, products: dict, store_dir: Path, exclude: set[str], taxon
 
 def cmd_index(args) -> int:
     from lref.data import read_table
-    from tagging.tagger import holdout_ids
+    from lref.tagging.tagger import holdout_ids
 
     products = _products(args.products)
     tags = {r["product_id"]: r for _, r in read_table(args.tags, required=["product_id"])} if args.tags else None
@@ -161,9 +161,9 @@ def cmd_index(args) -> int:
 
 
 def _tagger(args, store_dir, taxonomy):
-    from rag.store import Store
-    from tagging.tagger import Tagger
-    from tagging.taxonomy import Taxonomy
+    from lref.rag.store import Store
+    from lref.tagging.tagger import Tagger
+    from lref.tagging.taxonomy import Taxonomy
 
     if not (Path(store_dir) / "manifest.json").exists():
         raise FileNotFoundError(f"{store_dir}: no store here; build one with `lref index`")
@@ -173,13 +173,13 @@ def _tagger(args, store_dir, taxonomy):
 
 
 def cmd_tag(args) -> int:
-    from tagging.batch import run_batch
+    from lref.tagging.batch import run_batch
 
     tagger = _tagger(args, args.store, args.taxonomy)
     s = run_batch(tagger, args.products, args.out, resume=args.resume, batch_size=args.batch_size)
     if args.kg_out:
-        from eval.harness import read_jsonl
-        from rag.kg import tag_id
+        from lref.eval.harness import read_jsonl
+        from lref.rag.kg import tag_id
 
         for r in read_jsonl(Path(args.out)):
             tagger.kg.tag_product(
@@ -194,10 +194,10 @@ def cmd_tag(args) -> int:
 
 
 def cmd_eval_tags(args) -> int:
-    from eval.tags import tag_metrics, write_tag_report
     from lref.data import read_table
-    from tagging.batch import run_batch
-    from tagging.tagger import holdout_ids
+    from lref.eval.tags import tag_metrics, write_tag_report
+    from lref.tagging.batch import run_batch
+    from lref.tagging.tagger import holdout_ids
 
     out = Path(args.out)
     products = _products(args.products)
@@ -237,10 +237,10 @@ if __name__ == "__main__":
 
 
 def cmd_tagger_data(args) -> int:
-    from eval.harness import write_jsonl
     from lref.data import load_products, read_table
-    from tagging.sft_data import tagger_sft_rows
-    from tagging.taxonomy import Taxonomy
+    from lref.eval.harness import write_jsonl
+    from lref.tagging.sft_data import tagger_sft_rows
+    from lref.tagging.taxonomy import Taxonomy
 
     products = load_products(args.products)
     tags = [row for _, row in read_table(args.tags, required=["product_id"])]

@@ -118,7 +118,7 @@ def _tokenizer(model: str):
 
 def _records(args, tok):
     from lref.data import to_records
-    from lref.sft import read_records
+    from lref.train.sft import read_records
 
     held = set(read_query_ids(args.eval_query_ids)) if getattr(args, "eval_query_ids", None) else set()
     if args.train:
@@ -155,7 +155,7 @@ def _overrides(args, kind: str = "sft") -> dict:
 
 
 def _lora(args):
-    from lref.sft import LoraSpec
+    from lref.train.sft import LoraSpec
 
     return LoraSpec(enabled=args.lora, r=args.lora_r, alpha=args.lora_alpha)
 
@@ -166,8 +166,8 @@ def _eval_corpus(args):
 
 def cmd_select(args) -> int:
     from lref.data import split_by_query, to_records
-    from lref.selection import SelectionSpec, _score_probs, select
-    from lref.sft import write_records
+    from lref.train.selection import SelectionSpec, _score_probs, select
+    from lref.train.sft import write_records
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -200,7 +200,7 @@ def cmd_select(args) -> int:
 
 
 def cmd_sft(args) -> int:
-    from lref.sft import read_conversations, sft_config, sft_dataset, train_sft
+    from lref.train.sft import read_conversations, sft_config, sft_dataset, train_sft
 
     tok = _tokenizer(args.model)
     scheme = _corpus_scheme(args)
@@ -227,7 +227,7 @@ def cmd_sft(args) -> int:
 
 
 def cmd_mcot(args) -> int:
-    from lref.mcot import AttributeTeacher, OpenAITeacher, train_mcot
+    from lref.train.mcot import AttributeTeacher, OpenAITeacher, train_mcot
 
     tok = _tokenizer(args.model)
     scheme = _corpus_scheme(args)
@@ -265,7 +265,7 @@ def cmd_mcot(args) -> int:
 
 
 def cmd_dpo(args) -> int:
-    from lref.dpo import dpo_config, train_dpo
+    from lref.train.dpo import dpo_config, train_dpo
 
     tok = _tokenizer(args.model)
     scheme = _corpus_scheme(args)
@@ -307,7 +307,7 @@ def _corpus_scheme(args):
 
 
 def cmd_ablation(args) -> int:
-    from eval.ablation import write_ablation
+    from lref.eval.ablation import write_ablation
 
     pairs = []
     for item in args.runs:

@@ -69,7 +69,7 @@ class BM25Index:
         import bm25s
         import Stemmer
 
-        from eval.scorers import bm25_text
+        from lref.eval.scorers import bm25_text
 
         self._bm25s = bm25s
         self.stemmer = Stemmer.Stemmer("english")
@@ -171,7 +171,7 @@ def tag_features(query: str, product: Product, tags: Mapping[str, dict] | None) 
 
 def coverage_features(query: str, product: Product) -> dict[str, float]:
     """Share of the query's words found in the title, and in the indexed text (title, brand, category, bullets)."""
-    from eval.scorers import bm25_text
+    from lref.eval.scorers import bm25_text
 
     qw = words(query)
     if not qw:

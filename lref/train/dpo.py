@@ -19,7 +19,7 @@ import numpy as np
 from lref.data import Corpus
 from lref.labels import LabelScheme
 from lref.prompts import judgment_messages
-from lref.sft import LoraSpec, evaluate_model, last_checkpoint, load_for_training, metrics_callback, save_stage
+from lref.train.sft import LoraSpec, evaluate_model, last_checkpoint, load_for_training, metrics_callback, save_stage
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def dpo_rows(records: list[dict], mined: list[dict], scheme: LabelScheme, tokeni
 def dpo_config(out: str | Path, **overrides):
     from trl import DPOConfig
 
-    from lref.sft import trainer_defaults
+    from lref.train.sft import trainer_defaults
 
     kw = {**trainer_defaults(out), "learning_rate": 5e-5, "beta": 0.1, "loss_type": ["sigmoid"]}
     kw.update({k: v for k, v in overrides.items() if v is not None})

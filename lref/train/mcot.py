@@ -219,7 +219,7 @@ def normalise_slot(text: str, scheme: LabelScheme) -> str | None:
 
 def wrong_decision(label: str, scheme: LabelScheme) -> str:
     """The wrong decision DR-CoT corrects, offline: the adjacent (most plausible) confusion of the gold label."""
-    from lref.selection import adjacent_confusion
+    from lref.train.selection import adjacent_confusion
 
     return adjacent_confusion(label, scheme)
 
@@ -330,7 +330,7 @@ def train_mcot(
 
     import datasets
 
-    from lref.sft import sft_config, train_sft
+    from lref.train.sft import sft_config, train_sft
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

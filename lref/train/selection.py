@@ -307,7 +307,7 @@ def _score_probs(model, records: list[dict], scheme: LabelScheme, max_product_to
 
 
 def _train_judge(name, model_path, rows, scheme, out: Path, steps: int, judge_config: dict | None):
-    from lref.sft import LoraSpec, sft_config, sft_dataset, train_sft
+    from lref.train.sft import LoraSpec, sft_config, sft_dataset, train_sft
 
     cfg = {"max_steps": steps, "learning_rate": 1e-3, "save_strategy": "no", "logging_steps": 10}
     cfg.update(judge_config or {})

@@ -144,10 +144,10 @@ def last_checkpoint(ckpt_dir: Path) -> str | None:
 
 def evaluate_model(model, tokenizer, corpus: Corpus, batch_size: int = 32, max_product_tokens: int = 256) -> dict:
     """The harness metrics of a model (in memory) on a corpus, reading the answer in one forward pass."""
-    from eval.harness import score_rows
-    from eval.metrics import compute_metrics
-    from eval.scorers import LLMScorer
     from lref.engines.hf import HFEngine
+    from lref.eval.harness import score_rows
+    from lref.eval.metrics import compute_metrics
+    from lref.eval.scorers import LLMScorer
 
     was_training = model.training
     model.eval()

@@ -1,0 +1,1 @@
+"""The LREF training stages, in pipeline order: selection -> SFT -> Multi-CoT -> DPO."""
