@@ -90,7 +90,8 @@ def make_tagger(store_dir: Path, delay: float = 0.0, die_marker: str | None = No
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray")
+    import ray
     import ray.cloudpickle
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
@@ -117,8 +118,11 @@ def test_plan_and_read_jsonl_parquet_csv_keep_lines(tmp_path):
     d = tmp_path / "in"
     d.mkdir()
     (d / "a.jsonl").write_text(product_line("A1", "one") + "\n" + product_line("A2", "two") + "{bad\n")
-    pq.write_table(pa.Table.from_pylist([{"product_id": f"B{i}", "title": "t"} for i in range(5)]), d / "b.parquet",
-                   row_group_size=2)
+    pq.write_table(
+        pa.Table.from_pylist([{"product_id": f"B{i}", "title": "t"} for i in range(5)]),
+        d / "b.parquet",
+        row_group_size=2,
+    )
     (d / "c.tsv").write_text("product_id\ttitle\nC1\tx\nC2\ty\textra\n")
     shards = [plan_file(f, chunk_rows=2) for f in discover(d)]
     assert [(s.name, s.n_rows, len(s.chunks)) for s in shards] == [("a", 3, 2), ("b", 5, 3), ("c", 2, 1)]
@@ -194,7 +198,13 @@ def test_ray_teacher_and_score_equal_single_process(ray_cluster, esci_slice, tin
     corpus = load_dir(esci_slice)
     engine = make_engine(str(tiny_model), None, batch_size=4)
     pairs = [
-        {"query_id": j.query_id, "query": j.query, "product_id": j.product_id, "source": "judged", "gold_grade": j.grade}
+        {
+            "query_id": j.query_id,
+            "query": j.query,
+            "product_id": j.product_id,
+            "source": "judged",
+            "gold_grade": j.grade,
+        }
         for j in corpus.judgments[:24]
     ]
     pairs.append({**pairs[0], "query_id": "q-missing", "product_id": "no-such-product"})
@@ -256,7 +266,8 @@ def test_kill9_driver_mid_run_then_resume_gives_every_row_exactly_once(ray_clust
         write_catalogue(src / f"part-{k}.jsonl", 8, bad_every=5, start=8 * k)
     out = tmp_path / "out"
     script = tmp_path / "driver.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         import ray.cloudpickle, test_ray_batch as t
@@ -265,7 +276,8 @@ def test_kill9_driver_mid_run_then_resume_gives_every_row_exactly_once(ray_clust
         from pathlib import Path
         run_tagging(lambda: t.make_tagger(Path({str(store_dir)!r}), delay=0.4), Path({str(src)!r}),
                     Path({str(out)!r}), t.cfg(ray_address={ray_cluster!r}, batch_size=2))
-    """))
+    """)
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, str(script)], env=env, cwd=tmp_path, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
@@ -296,3 +308,24 @@ def test_worker_dying_mid_batch_is_retried_and_nothing_is_duplicated(ray_cluster
     assert marker.exists()  # a worker did die in the middle of a batch
     assert summary["duplicates"] == 0 and summary["shards_written"] == 3
     _assert_exactly_once(src, out)
+
+
+def test_cli_tag_ray_writes_a_shard_folder_and_resumes(ray_cluster, store_dir, tmp_path, capsys):
+    from lref.batch.jobs import TAG_COLUMNS
+    from lref.batch.shards import read_output
+    from lref.cli import main
+
+    src = tmp_path / "products.jsonl"
+    write_catalogue(src, 10, bad_every=4)
+    out = tmp_path / "tags"
+    argv = ["tag", "--ray", "--concurrency", "1", "--batch-size", "4", "--products", str(src)]
+    argv += ["--taxonomy", str(store_dir / "taxonomy.yaml"), "--store", str(store_dir), "--out", str(out)]
+    assert main([*argv, "--kg-out", str(tmp_path / "kg.json")]) == 0
+    assert "tagged 8 products in 1 shards (0 shards already done, 2 errors" in capsys.readouterr().out
+    rows = read_output(out, TAG_COLUMNS)
+    assert [r["product_id"] for r in rows] == [f"P{i:04d}" for i in range(10) if i % 4 != 3]
+    assert all(r["topic"] and r["model"] == "retrieval" for r in rows)
+    assert "P0000" in (tmp_path / "kg.json").read_text()
+    assert main(argv) == 2 and "--resume" in capsys.readouterr().err
+    assert main([*argv, "--resume"]) == 0
+    assert "tagged 0 products in 0 shards (1 shards already done" in capsys.readouterr().out

@@ -2,8 +2,9 @@
 
 - Read tasks (no CPU reserved, so they never starve the actors) turn the planned chunks into rows.
 - `BatchWorker` actors each load the model once (`job.load()`) and run the single-process job's per-batch
-  function on every batch. Ray restarts an actor that dies and retries its batch (`max_restarts`,
-  `max_task_retries`); a retried batch's first output is never delivered, so nothing is duplicated.
+  function on every batch. Ray restarts an actor that dies and retries its batch (Ray Data's actor pool sets
+  `max_restarts=-1` and `max_task_retries=-1`); a retried batch's first output is never delivered, so nothing
+  is duplicated (tests/test_ray_batch.py kills a worker mid-batch).
 - The driver streams the outcomes, groups them by input shard and commits a shard (errors first, then the
   output, each atomically) as soon as all of its rows are back. It also checks that no (shard, line) arrives
   twice and counts it when one does (`duplicates`), so a test can see it.
@@ -112,7 +113,9 @@ class Collector:
             elif reason is None:
                 rows.append(json.loads(o["result"]))
             if reason is not None:
-                errors.append({"file": self.files[name], "line": line, "product_id": o["product_id"], "reason": reason})
+                errors.append(
+                    {"file": self.files[name], "line": line, "product_id": o["product_id"], "reason": reason}
+                )
         commit_shard(self.out, name, encode(rows, self.job.columns), errors)
         self.stats["rows"] += len(rows)
         self.stats["errors"] += len(errors)
@@ -160,8 +163,6 @@ def run_job(job, shards: list[Shard], out: str | Path, cfg: RayConfig) -> dict:
                 concurrency=cfg.concurrency,
                 num_cpus=cfg.num_cpus,
                 num_gpus=cfg.num_gpus or None,
-                max_restarts=-1,
-                max_task_retries=-1,
             )
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 for outcome in batch.to_pylist():

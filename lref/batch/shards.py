@@ -186,7 +186,9 @@ def encode(rows: Iterable[dict], columns: dict[str, str]) -> pa.Table:
     for r in rows:
         for name, kind in columns.items():
             v = r.get(name)
-            cols[name].append(json.dumps(v, ensure_ascii=False, sort_keys=True) if kind == "json" and v is not None else v)
+            cols[name].append(
+                json.dumps(v, ensure_ascii=False, sort_keys=True) if kind == "json" and v is not None else v
+            )
     return pa.table(cols, schema=output_schema(columns))
 
 

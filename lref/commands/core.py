@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from lref.batch.config import FLAGS, add_ray_flags
+
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("init-tiny", help="train a local tokenizer and save a tiny random Qwen2 model")
@@ -23,7 +25,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--config", help="YAML file of these flags")
     _data_args(p)
     _model_args(p, required=True)
-    p.add_argument("--out", required=True, help="scores.jsonl to write")
+    p.add_argument("--out", required=True, help="scores.jsonl to write (with --ray: a folder of Parquet shards)")
+    add_ray_flags(p, (*FLAGS, "resume"))
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("eval", help="evaluate a scorer on graded judgments and write a report")
@@ -122,6 +125,8 @@ def cmd_score(args) -> int:
     from lref.eval.scorers import LLMScorer
 
     corpus = _corpus(args)
+    if args.ray:
+        return cmd_score_ray(args, corpus)
     scorer = LLMScorer(_engine(args), args.max_product_tokens)
     results = scorer.score(corpus, progress=True)
     rows = [
@@ -130,6 +135,25 @@ def cmd_score(args) -> int:
     ]
     write_jsonl(Path(args.out), rows)
     print(f"scored {len(rows)} pairs -> {args.out}")
+    return 0
+
+
+def cmd_score_ray(args, corpus) -> int:
+    """`lref score --ray`: the judged pairs through the same engine in Ray actors, into a folder of Parquet shards."""
+    import functools
+
+    from lref.batch.config import RayConfig
+    from lref.batch.ray_job import run_pairs
+
+    pairs = [
+        {"query_id": j.query_id, "query": j.query, "product_id": j.product_id, "gold_label": j.label, "grade": j.grade}
+        for j in corpus.judgments
+    ]
+    cfg = RayConfig.from_args(args)
+    s = run_pairs(
+        functools.partial(_engine, args), pairs, corpus.products, args.out, cfg, "score", args.max_product_tokens
+    )
+    print(f"scored {s['rows']} pairs ({s['errors']} errors -> {s['errors_dir']}) in {s['seconds']} s -> {args.out}")
     return 0
 
 

@@ -7,6 +7,8 @@ import csv
 import json
 from pathlib import Path
 
+from lref.batch.config import FLAGS, add_ray_flags
+
 
 def add_parsers(sub) -> None:
     d = sub.add_parser("distill", help="distil LLM scores and tags into small recall and ranking students")
@@ -43,7 +45,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--chunk-size", type=int, default=64, help="pairs scored and appended per write")
     p.add_argument("--max-product-tokens", type=int, default=256)
-    p.add_argument("--out", required=True, help="scores JSONL (appended to; a rerun resumes)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="scores JSONL (appended to; a rerun resumes); with --ray: a folder of Parquet shards",
+    )
+    add_ray_flags(p, (*FLAGS, "resume"))
     p.set_defaults(func=cmd_teacher)
 
     for name, helptext, losses in (
@@ -194,8 +201,24 @@ def cmd_teacher(args) -> int:
     from lref.distill.teacher import candidate_pairs, make_engine, score_pairs
 
     corpus = _corpus(args)
-    engine = make_engine(args.model, args.endpoint, args.adapter, args.scheme, args.batch_size, args.served_model)
     pairs = candidate_pairs(corpus, args.top_bm25, args.top_dense)
+    if args.ray:  # chunks of --chunk-size pairs per engine call, as below, in Ray actors
+        import functools
+
+        from lref.batch.config import RayConfig
+        from lref.batch.ray_job import run_pairs
+
+        make = functools.partial(
+            make_engine, args.model, args.endpoint, args.adapter, args.scheme, args.batch_size, args.served_model
+        )
+        cfg = RayConfig.from_args(args, batch_size=args.chunk_size)
+        s = run_pairs(make, pairs, corpus.products, args.out, cfg, "teacher", args.max_product_tokens)
+        print(
+            f"teacher: {s['rows']} pairs scored, {s['errors']} errors -> {s['errors_dir']}, "
+            f"in {s['seconds']} s -> {args.out}"
+        )
+        return 0
+    engine = make_engine(args.model, args.endpoint, args.adapter, args.scheme, args.batch_size, args.served_model)
     stats = score_pairs(engine, corpus, pairs, args.out, args.chunk_size, args.max_product_tokens)
     print(
         f"teacher: {stats['scored']} pairs scored now, {stats['skipped']} already done, {stats['errors']} errors "

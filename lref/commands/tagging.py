@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from lref.batch.config import add_ray_flags
+
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("taxonomy", help="taxonomy files")
@@ -38,6 +40,7 @@ def add_parsers(sub) -> None:
     _llm_args(p)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--kg-out", help="also save the knowledge graph with the new product→tag edges here")
+    add_ray_flags(p)
     p.set_defaults(func=cmd_tag)
 
     p = sub.add_parser("tagger-data", help="yes/no SFT rows for a tagger adapter from known tags")
@@ -172,9 +175,40 @@ def _tagger(args, store_dir, taxonomy):
     return Tagger(tax, Store(store_dir), engine=engine, model_name=name)
 
 
+def cmd_tag_ray(args) -> int:
+    """`lref tag --ray`: the same tagger in Ray actors; --products may be a folder of shards, --out is a folder."""
+    import functools
+
+    from lref.batch.config import RayConfig
+    from lref.batch.ray_job import run_tagging
+
+    if not (Path(args.store) / "manifest.json").exists():
+        raise FileNotFoundError(f"{args.store}: no store here; build one with `lref index`")
+    s = run_tagging(
+        functools.partial(_tagger, args, args.store, args.taxonomy), args.products, args.out, RayConfig.from_args(args)
+    )
+    if args.kg_out:
+        from lref.batch.jobs import TAG_COLUMNS
+        from lref.batch.shards import read_output
+        from lref.rag.kg import tag_id
+
+        tagger = _tagger(args, args.store, args.taxonomy)
+        for r in read_output(args.out, TAG_COLUMNS):
+            tagger.kg.tag_product(r["product_id"], {tag_id(*k.split(":", 1)): v for k, v in r["confidence"].items()})
+        tagger.kg.save(args.kg_out)
+    print(
+        f"tagged {s['rows']} products in {s['shards_written']} shards ({s['shards_skipped']} shards already done, "
+        f"{s['errors']} errors -> {s['errors_dir']}) in {s['seconds']} s, {s['products_per_s']} products/s "
+        f"-> {args.out}"
+    )
+    return 0
+
+
 def cmd_tag(args) -> int:
     from lref.tagging.batch import run_batch
 
+    if args.ray:
+        return cmd_tag_ray(args)
     tagger = _tagger(args, args.store, args.taxonomy)
     s = run_batch(tagger, args.products, args.out, resume=args.resume, batch_size=args.batch_size)
     if args.kg_out:
