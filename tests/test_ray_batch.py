@@ -275,7 +275,7 @@ def test_kill9_driver_mid_run_then_resume_gives_every_row_exactly_once(ray_clust
         from lref.batch.ray_job import run_tagging
         from pathlib import Path
         run_tagging(lambda: t.make_tagger(Path({str(store_dir)!r}), delay=0.4), Path({str(src)!r}),
-                    Path({str(out)!r}), t.cfg(ray_address={ray_cluster!r}, batch_size=2))
+                    Path({str(out)!r}), t.cfg(ray_address={ray_cluster!r}, batch_size=2, concurrency=1))
     """)
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -287,7 +287,7 @@ def test_kill9_driver_mid_run_then_resume_gives_every_row_exactly_once(ray_clust
     _, err = proc.communicate(timeout=30)
     committed = len(list(out.glob("*.parquet")))
     assert 0 < committed < 8, err.decode()[-2000:]  # killed mid-run: some shards done, some not
-    summary = run_tagging(lambda: make_tagger(store_dir), src, out, cfg(resume=True))
+    summary = run_tagging(lambda: make_tagger(store_dir), src, out, cfg(resume=True, concurrency=1))
     assert summary["shards_skipped"] == committed and summary["shards_written"] == 8 - committed
     assert summary["duplicates"] == 0
     _assert_exactly_once(src, out)
@@ -304,7 +304,7 @@ def test_worker_dying_mid_batch_is_retried_and_nothing_is_duplicated(ray_cluster
         write_catalogue(src / f"part-{k}.jsonl", 6, bad_every=4, start=6 * k)
     marker = tmp_path / "died.marker"
     out = tmp_path / "out"
-    summary = run_tagging(lambda: make_tagger(store_dir, die_marker=str(marker)), src, out, cfg())
+    summary = run_tagging(lambda: make_tagger(store_dir, die_marker=str(marker)), src, out, cfg(concurrency=1))
     assert marker.exists()  # a worker did die in the middle of a batch
     assert summary["duplicates"] == 0 and summary["shards_written"] == 3
     _assert_exactly_once(src, out)
