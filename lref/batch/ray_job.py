@@ -1,4 +1,4 @@
-"""The Ray Data runner: read chunks → `map_batches(BatchWorker, concurrency=N)` → Parquet shards, exactly once.
+"""The Ray Data runner: read chunks → `map_batches(BatchWorker)` on N actors → Parquet shards, exactly once.
 
 - Read tasks (no CPU reserved, so they never starve the actors) turn the planned chunks into rows.
 - `BatchWorker` actors each load the model once (`job.load()`) and run the single-process job's per-batch
@@ -144,7 +144,7 @@ def run_job(job, shards: list[Shard], out: str | Path, cfg: RayConfig) -> dict:
             seen.update(pq.read_table(out / f"{name}.parquet", columns=[job.dedupe]).column(0).to_pylist())
     collector = Collector(out, todo, job, seen)
     chunks = [c for s in todo if s.n_rows for c in s.chunks]
-    started = False
+    started, first = False, None
     if chunks:
         import ray
         import ray.data
@@ -160,11 +160,12 @@ def run_job(job, shards: list[Shard], out: str | Path, cfg: RayConfig) -> dict:
                 fn_constructor_kwargs={"job": job},
                 batch_size=cfg.batch_size,
                 batch_format="pyarrow",
-                concurrency=cfg.concurrency,
+                compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),  # = concurrency=N, deprecated in 2.51
                 num_cpus=cfg.num_cpus,
                 num_gpus=cfg.num_gpus or None,
             )
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                first = first or time.perf_counter() - t0
                 for outcome in batch.to_pylist():
                     collector.add(outcome)
         finally:
@@ -179,6 +180,7 @@ def run_job(job, shards: list[Shard], out: str | Path, cfg: RayConfig) -> dict:
         "shards": len(shards),
         "shards_skipped": len(shards) - len(todo),
         "seconds": round(secs, 2),
+        "first_outcome_s": round(first, 2) if first else None,  # start-up: actors built, first batch back
         f"{job.unit}_per_s": round((stats["rows"] + stats["errors"]) / secs, 2) if secs > 0 else None,
         "out": str(out),
         "errors_dir": str(errors_dir(out)),
