@@ -43,4 +43,5 @@ def add_ray_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] = FLAG
             group.add_argument(flag, action="store_true", help=f.metadata["help"])
         else:
             kind = {"int": int, "float": float}.get(str(f.type), str)
-            group.add_argument(flag, type=kind, default=None, help=f"{f.metadata['help']} (default {f.default})")
+            shown = f" (default {f.default})" if f.default is not None else ""
+            group.add_argument(flag, type=kind, default=None, help=f.metadata["help"] + shown)
