@@ -149,6 +149,35 @@ def test_shard_names_must_not_collide_and_output_needs_resume(tmp_path):
     assert prepare_output(out, resume=True) == {"x"} and not (out / ".y.parquet.tmp").exists()
 
 
+def test_collector_commits_complete_shards_once_and_counts_repeats(tmp_path):
+    from lref.batch.jobs import TagJob
+    from lref.batch.ray_job import Collector
+    from lref.batch.shards import Shard, errors_dir, read_output
+
+    def outcome(shard, line, pid, reason=None):
+        res = None if reason else json.dumps({"product_id": pid, "topic": ["A"], "style": []})
+        return {"shard": shard, "line": line, "result": res, "product_id": pid, "reason": reason}
+
+    shards = [Shard("a", "a.jsonl", 3), Shard("b", "b.jsonl", 2), Shard("empty", "e.jsonl", 0)]
+    col = Collector(tmp_path / "out", shards, TagJob(make_tagger), set())
+    assert (tmp_path / "out" / "empty.parquet").exists()  # an empty shard is complete at once
+    col.add(outcome("a", 3, "X"))
+    col.add(outcome("a", 1, "Y"))
+    col.add(outcome("b", 1, "X"))  # the same id in another shard: a duplicate, whichever commits later
+    col.add(outcome("a", 1, "Y"))  # a repeat before the commit
+    assert not (tmp_path / "out" / "a.parquet").exists()
+    col.add(outcome("a", 2, None, reason="bad JSON"))
+    assert [r["product_id"] for r in read_output(tmp_path / "out")] == ["Y", "X"]  # shard a, in line order
+    col.add(outcome("a", 2, None, reason="bad JSON"))  # a repeat after the commit
+    col.add(outcome("b", 2, "Z"))
+    assert col.stats == {"rows": 3, "errors": 2, "duplicates": 2, "shards_written": 3} and not col.unfinished()
+    errors = read_output(errors_dir(tmp_path / "out"))
+    assert [(e["file"], e["line"], e["reason"]) for e in errors] == [
+        ("a.jsonl", 2, "bad JSON"),
+        ("b.jsonl", 1, "duplicate product_id 'X' (first one kept)"),
+    ]
+
+
 # ---------------------------------------------------------------------------------------------- on Ray
 
 

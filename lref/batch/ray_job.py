@@ -89,8 +89,8 @@ class Collector:
                 self.commit(s.name)
 
     def add(self, outcome: dict) -> None:
-        got = self.pending[outcome["shard"]]
-        if outcome["line"] in got:
+        got = self.pending.get(outcome["shard"])
+        if got is None or outcome["line"] in got:  # a shard already committed, or a line already back
             log.warning("shard %s line %d came back twice; the first is kept", outcome["shard"], outcome["line"])
             self.stats["duplicates"] += 1
             return
