@@ -138,7 +138,8 @@ def read_table(path: str | Path, required: Iterable[str] = ()) -> list[tuple[int
     return rows
 
 
-def _as_str_list(value) -> list[str]:
+def as_str_list(value) -> list[str]:
+    """A list field (category path) from a JSON list or a string joined by " > ", "|" or ">"."""
     if value is None:
         return []
     if isinstance(value, list):
@@ -150,7 +151,8 @@ def _as_str_list(value) -> list[str]:
     return [text] if text else []
 
 
-def _num(value, kind, path, line, name):
+def as_number(value, kind, path, line, name):
+    """`value` as `kind` (int or float), None when empty; a `DataError` at (path, line, name) otherwise."""
     if value is None or value == "":
         return None
     try:
@@ -177,9 +179,9 @@ def load_products(path: str | Path, mapping: Mapping[str, str] | None = None) ->
             bullet_points=str(row.get(col["bullet_points"]) or ""),
             brand=str(row.get(col["brand"]) or ""),
             color=str(row.get(col["color"]) or ""),
-            category=_as_str_list(row.get(col["category"])),
-            rating=_num(row.get(col["rating"]), float, path, n, col["rating"]),
-            rating_count=_num(row.get(col["rating_count"]), int, path, n, col["rating_count"]),
+            category=as_str_list(row.get(col["category"])),
+            rating=as_number(row.get(col["rating"]), float, path, n, col["rating"]),
+            rating_count=as_number(row.get(col["rating_count"]), int, path, n, col["rating_count"]),
             extra={k: v for k, v in row.items() if k not in known},
         )
     return products
@@ -356,3 +358,29 @@ def to_dataset(corpus: Corpus, max_product_tokens: int = 256, tokenizer=None):
     import datasets
 
     return datasets.Dataset.from_list(to_records(corpus, max_product_tokens, tokenizer))
+
+
+# ---------------------------------------------------------------------------------------------- JSONL
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
+    """Write one JSON object per line (UTF-8, non-ASCII kept), creating the parent folder; replaces the file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The objects of a JSONL file, skipping blank lines; a line that is not JSON is a `DataError` naming it."""
+    path = Path(path)
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise DataError(f"bad JSON ({e.msg} at column {e.colno})", path, n) from None
+    return out

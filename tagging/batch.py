@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from lref.data import DataError, Product, _as_str_list, _num
+from lref.data import DataError, Product, as_number, as_str_list
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,9 @@ def parse_product(row: dict, path: Path, line: int) -> Product:
         bullet_points=str(row.get("bullet_points") or ""),
         brand=str(row.get("brand") or ""),
         color=str(row.get("color") or ""),
-        category=_as_str_list(row.get("category")),
-        rating=_num(row.get("rating"), float, path, line, "rating"),
-        rating_count=_num(row.get("rating_count"), int, path, line, "rating_count"),
+        category=as_str_list(row.get("category")),
+        rating=as_number(row.get("rating"), float, path, line, "rating"),
+        rating_count=as_number(row.get("rating_count"), int, path, line, "rating_count"),
         extra={k: v for k, v in row.items() if k not in known},
     )
 

@@ -118,8 +118,8 @@ def cmd_init_tiny(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from lref.eval.harness import write_jsonl
-    from lref.eval.scorers import LLMScorer
+    from lref.data import write_jsonl
+    from lref.engines.judge import LLMScorer
 
     corpus = _corpus(args)
     scorer = LLMScorer(_engine(args), args.max_product_tokens)
@@ -134,25 +134,34 @@ def cmd_score(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from lref.eval import scorers
     from lref.eval.harness import evaluate
 
     corpus = _corpus(args)
     if args.scorer == "bm25":
-        scorer = scorers.BM25Scorer()
+        from lref.rag.bm25 import BM25Scorer
+
+        scorer = BM25Scorer()
     elif args.scorer in ("cross-encoder", "ltr"):  # students from `lref distill`
         if not args.model:
             raise FileNotFoundError(f"--scorer {args.scorer} needs --model (a folder from lref distill)")
         if args.scorer == "cross-encoder":
-            scorer = scorers.CrossEncoderScorer(args.model, int8=args.int8)
+            from lref.distill.ranker import CrossEncoderStudent
+
+            scorer = CrossEncoderStudent(args.model, int8=args.int8)
         else:
-            scorer = scorers.LTRScorer(args.model, int8=args.int8)
+            from lref.distill.ltr import LTRModel
+
+            scorer = LTRModel.load(args.model, int8=args.int8)
     elif args.scorer == "bi-encoder":  # no --model: zero-shot MiniLM
-        scorer = scorers.BiEncoderScorer(args.model)
+        from lref.distill.recall import BiEncoderStudent
+
+        scorer = BiEncoderStudent(args.model)
     else:
         if not args.model:
             raise FileNotFoundError("--scorer llm needs --model (a model folder or Hub id)")
-        scorer = scorers.LLMScorer(_engine(args), args.max_product_tokens)
+        from lref.engines.judge import LLMScorer
+
+        scorer = LLMScorer(_engine(args), args.max_product_tokens)
         if args.scorer == "llm-cot":
             from lref.train.mcot import CoTScorer
 

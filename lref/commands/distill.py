@@ -205,7 +205,7 @@ def cmd_teacher(args) -> int:
 
 
 def _student_cfg(args):
-    from lref.distill.ranker import StudentConfig
+    from lref.distill.student import StudentConfig
 
     gold_weight = args.gold_weight if args.gold_weight is not None else (0.5 if args.teacher else 1.0)
     return StudentConfig(
@@ -226,7 +226,7 @@ def _student_cfg(args):
 
 
 def _examples(args, cfg):
-    from lref.distill.ranker import build_examples, read_teacher
+    from lref.distill.student import build_examples, read_teacher
 
     corpus = _corpus(args)
     teacher = read_teacher(args.teacher) if args.teacher else None
@@ -267,7 +267,7 @@ def cmd_recall(args) -> int:
         zs = BiEncoderStudent(None)
         zemb = zs.embed_products([corpus.products[p] for p in ids])
         res["zero_shot_minilm_exact"] = {
-            k: v for k, v in recall_at_k(ev, zs, _ExactIndex(ids, zemb), ids, zemb, ks).items() if "index" not in k
+            k: v for k, v in recall_at_k(ev, zs, None, ids, zemb, ks).items() if "index" not in k
         }
         meta["recall"] = res
         (Path(args.out) / "recall.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
@@ -284,19 +284,6 @@ def cmd_recall(args) -> int:
         f"{len(ids)} products indexed -> {args.out}"
     )
     return 0
-
-
-class _ExactIndex:
-    """Exact search in the index interface, for the zero-shot baseline."""
-
-    def __init__(self, ids, emb):
-        self.ids, self.emb = ids, emb
-
-    def query(self, q, k):
-        import numpy as np
-
-        order = np.argsort(-(q @ self.emb.T), axis=1)[:, :k]
-        return [[self.ids[i] for i in row] for row in order]
 
 
 def cmd_ltr(args) -> int:

@@ -178,7 +178,7 @@ def cmd_tag(args) -> int:
     tagger = _tagger(args, args.store, args.taxonomy)
     s = run_batch(tagger, args.products, args.out, resume=args.resume, batch_size=args.batch_size)
     if args.kg_out:
-        from lref.eval.harness import read_jsonl
+        from lref.data import read_jsonl
         from lref.rag.kg import tag_id
 
         for r in read_jsonl(Path(args.out)):
@@ -237,8 +237,7 @@ if __name__ == "__main__":
 
 
 def cmd_tagger_data(args) -> int:
-    from lref.data import load_products, read_table
-    from lref.eval.harness import write_jsonl
+    from lref.data import load_products, read_table, write_jsonl
     from lref.tagging.sft_data import tagger_sft_rows
     from lref.tagging.taxonomy import Taxonomy
 

