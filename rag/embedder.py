@@ -121,17 +121,26 @@ class Embedder(Embeddings):
         except (OSError, sqlite3.Error) as e:  # an unusable cache must not stop the job
             log.warning("embedding cache %s unusable (%s); embedding without it", cache.path, e)
             return self.compute(texts, progress)
-        missing = list(dict.fromkeys(k for k in keys if k not in found))
-        if missing:
-            first = {k: i for i, k in reversed(list(enumerate(keys)))}
-            vecs = self.compute([texts[first[k]] for k in missing], progress)
-            found.update(zip(missing, vecs, strict=True))
+        # the misses are embedded in one call, in input order: with a cold cache this is exactly the uncached call
+        todo = [i for i, k in enumerate(keys) if k not in found]
+        if todo:
+            vecs = self.compute([texts[i] for i in todo], progress)
+            new = {}
+            for i, v in zip(todo, vecs, strict=True):
+                new.setdefault(keys[i], v)
             try:
-                cache.put(ident, missing, vecs)
+                cache.put(ident, list(new), np.stack(list(new.values())))
             except (OSError, sqlite3.Error) as e:
-                log.warning("embedding cache %s: could not store %d vectors (%s)", cache.path, len(missing), e)
-        log.debug("embedder %s: %d texts, %d from the cache", ident, len(texts), len(texts) - len(missing))
-        return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+                log.warning("embedding cache %s: could not store %d vectors (%s)", cache.path, len(new), e)
+            out = np.empty((len(texts), vecs.shape[1]), dtype=np.float32)
+            out[todo] = vecs
+        else:
+            out = np.empty((len(texts), len(next(iter(found.values())))), dtype=np.float32)
+        hits = [i for i, k in enumerate(keys) if k in found]
+        for i in hits:
+            out[i] = found[keys[i]]
+        log.debug("embedder %s: %d texts, %d from the cache", ident, len(texts), len(hits))
+        return out
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return self.encode(texts).tolist()
