@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,7 +30,9 @@ from lref.distill.features import STUDENT_PRODUCT_WORDS, student_text
 from lref.distill.student import PairStudent, StudentConfig, by_query, fit_and_save, read_meta, student_folder
 from lref.rag.bm25 import BM25Index
 from lref.rag.embedder import DEFAULT_MODEL, Embedder, load_sentence_transformer
-from lref.rag.store import CATALOGUE, Store
+
+if TYPE_CHECKING:  # chromadb loads only when an index is built or read
+    from lref.rag.store import Store
 
 log = logging.getLogger(__name__)
 LOSSES = ("mnrl", "margin-mse", "both")
@@ -166,6 +169,8 @@ def build_index(
     `embeddings` (one row per product, in `products` order) are used as they are; without them the student
     embeds the catalogue. The folder also keeps `embeddings.npy` and `ids.json` for exact search.
     """
+    from lref.rag.store import CATALOGUE, Store
+
     ids = list(products)
     emb = student.embed_products([products[p] for p in ids], progress) if embeddings is None else embeddings
     emb = np.asarray(emb, dtype=np.float32)
@@ -194,6 +199,8 @@ def recall_at_k(
     BM25; plus how much of the exact top k the index returns (`ann_overlap@k`). With `store=None` only exact
     search and BM25 are measured.
     """
+    from lref.rag.store import CATALOGUE
+
     top_grade = corpus.scheme.max_value if min_grade is None else min_grade
     relevant: dict[str, set[str]] = defaultdict(set)
     text: dict[str, str] = {}
