@@ -167,7 +167,11 @@ class AttributeTeacher:
 
 
 class OpenAITeacher:
-    """Any OpenAI-compatible chat endpoint (vLLM, a hosted model, `lref serve`) as the rationale writer."""
+    """Any OpenAI-compatible chat endpoint (vLLM, a hosted model, `lref serve`) as the rationale writer.
+
+    Requests go through lref's one OpenAI client (`lref.engines.client`), with its retries and timeout;
+    `client` replaces it (an `OpenAIClient`), e.g. to share one connection pool.
+    """
 
     name = "openai"
 
@@ -180,12 +184,10 @@ class OpenAITeacher:
         rules: str | None = None,
         client=None,
     ):
-        import os
-
-        from openai import OpenAI
+        from lref.engines.client import OpenAIClient
 
         self.model, self.max_tokens, self.rules = model, max_tokens, rules
-        self.client = client or OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY", "none"))
+        self.client = client or OpenAIClient(base_url, api_key)
 
     def rationales(self, kind: str, items: Sequence[dict], scheme: LabelScheme) -> list[str]:
         from tqdm.auto import tqdm
@@ -196,8 +198,11 @@ class OpenAITeacher:
                 it["query"], it["product_text"], scheme, kind, it.get("label"), it.get("wrong_label"), self.rules
             )
             try:
-                resp = self.client.chat.completions.create(
-                    model=self.model, messages=msgs, max_tokens=self.max_tokens, temperature=0.0
+                resp = self.client.call(
+                    "/v1/chat/completions",
+                    lambda sdk, msgs=msgs: sdk.chat.completions.create(
+                        model=self.model, messages=msgs, max_tokens=self.max_tokens, temperature=0.0
+                    ),
                 )
                 out.append(resp.choices[0].message.content or "")
             except Exception as e:  # one failed request drops one rationale, not the job
