@@ -23,6 +23,7 @@ from typing import Protocol
 
 from lref.labels import LabelError, LabelScheme
 from lref.prompts import ANSWER_PREFIX, COT_KINDS, answer_slot, cot_messages, render, teacher_messages
+from lref.train.stage import Evaluate, LoraSpec, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -324,15 +325,15 @@ def train_mcot(
     products: dict | None = None,
     kinds: Sequence[str] = COT_KINDS,
     config_overrides: dict | None = None,
-    lora=None,
+    lora: LoraSpec | None = None,
     adapter: str | Path | None = None,
     rules: str | None = None,
-    eval_corpus=None,
-    max_product_tokens: int = 256,
+    evaluate: Evaluate | None = None,
 ) -> dict:
-    """Build rationales of each kind and tune EE → RA → DR in sequence, each stage from the last one's model."""
-    import json
+    """Build rationales of each kind and tune EE → RA → DR in sequence, each stage from the last one's model.
 
+    `evaluate(model, tokenizer)`, when given, runs at the end of every epoch of every kind (see `train_sft`).
+    """
     import datasets
 
     from lref.train.sft import sft_config, train_sft
@@ -356,11 +357,9 @@ def train_mcot(
             cfg,
             lora,
             current_adapter,
-            eval_corpus=eval_corpus,
-            max_product_tokens=max_product_tokens,
+            evaluate=evaluate,
         )
         summary["kinds"][kind] = {**counts, "steps": s["steps"], "train_loss": s["train_loss"]}
         current, current_adapter = s["model"], None
     summary["model"] = current
-    (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    return summary
+    return write_summary(out, summary)
