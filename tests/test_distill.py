@@ -259,7 +259,8 @@ class _Interrupting:
 
 def test_teacher_scoring_resumes_each_pair_exactly_once(corpus, tiny_model, tiny_bert, tmp_path):
     from lref.distill.recall import BiEncoderStudent
-    from lref.distill.teacher import candidate_pairs, make_engine, score_pairs
+    from lref.distill.teacher import candidate_pairs, score_pairs
+    from lref.engines.factory import make_engine
 
     engine = make_engine(str(tiny_model), None, batch_size=8)
     engine.name = "tiny"
@@ -298,7 +299,8 @@ def test_teacher_scoring_resumes_each_pair_exactly_once(corpus, tiny_model, tiny
 
 
 def test_teacher_bad_pairs_go_to_the_errors_file(corpus, tiny_model, tmp_path):
-    from lref.distill.teacher import make_engine, score_pairs
+    from lref.distill.teacher import score_pairs
+    from lref.engines.factory import make_engine
 
     engine = make_engine(str(tiny_model), None)
     j = corpus.judgments[0]

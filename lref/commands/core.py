@@ -89,16 +89,10 @@ def _corpus(args):
 
 
 def _engine(args):
-    if getattr(args, "endpoint", None):
-        import os
+    from lref.engines.factory import make_engine
 
-        from lref.engines.openai import OpenAIEngine
-
-        key = args.api_key or os.environ.get("OPENAI_API_KEY")
-        return OpenAIEngine(args.endpoint, args.model, scheme=args.scheme, api_key=key)
-    from lref.engines.hf import HFEngine
-
-    return HFEngine.from_pretrained(args.model, adapter=args.adapter, scheme=args.scheme, batch_size=args.batch_size)
+    endpoint = getattr(args, "endpoint", None)
+    return make_engine(args.model, endpoint, args.adapter, args.scheme, args.batch_size, api_key=args.api_key)
 
 
 def cmd_init_tiny(args) -> int:

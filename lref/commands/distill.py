@@ -191,7 +191,8 @@ def _kfold(corpus, args) -> int:
 
 
 def cmd_teacher(args) -> int:
-    from lref.distill.teacher import candidate_pairs, make_engine, score_pairs
+    from lref.distill.teacher import candidate_pairs, score_pairs
+    from lref.engines.factory import make_engine
 
     corpus = _corpus(args)
     engine = make_engine(args.model, args.endpoint, args.adapter, args.scheme, args.batch_size, args.served_model)

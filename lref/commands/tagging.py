@@ -83,27 +83,21 @@ def _llm_args(p) -> None:
 
 
 def _engine(args):
+    """The tagger's yes/no judge and its name, or (None, "retrieval") when no LLM decides."""
     llm = args.llm or ("openai" if args.endpoint else "none")
     if llm == "none":
         return None, "retrieval"
-    if llm == "hf":
-        if not args.model:
-            raise FileNotFoundError("--llm hf needs --model (a model folder)")
-        from lref.engines.hf import HFEngine
-
-        return HFEngine.from_pretrained(args.model, adapter=args.adapter, scheme="binary"), str(args.model)
-    if not args.endpoint:
+    if llm == "hf" and not args.model:
+        raise FileNotFoundError("--llm hf needs --model (a model folder)")
+    if llm == "openai" and not args.endpoint:
         from lref.config import ConfigError
 
         raise ConfigError("--llm openai needs --endpoint URL")
-    try:
-        from lref.engines import openai as oa
-    except ImportError as e:
-        from lref.config import ConfigError
+    from lref.engines.factory import make_engine
 
-        raise ConfigError(f"--endpoint needs the openai engine (lref.engines.openai): {e}") from None
-    cls = oa.OpenAIEngine
-    return cls(base_url=args.endpoint, model=args.model or "tagger", scheme="binary"), args.model or "tagger"
+    name = str(args.model) if llm == "hf" else args.model or "tagger"
+    endpoint = args.endpoint if llm == "openai" else None
+    return make_engine(name, endpoint, args.adapter, scheme="binary"), name
 
 
 def _products(path):

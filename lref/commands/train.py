@@ -155,7 +155,7 @@ def _overrides(args, kind: str = "sft") -> dict:
 
 
 def _lora(args):
-    from lref.train.sft import LoraSpec
+    from lref.train.stage import LoraSpec
 
     return LoraSpec(enabled=args.lora, r=args.lora_r, alpha=args.lora_alpha)
 
@@ -164,9 +164,16 @@ def _eval_corpus(args):
     return _corpus(args, args.eval_query_ids) if args.eval_query_ids else None
 
 
+def _evaluate(args):
+    """The stage's evaluation: harness metrics on the --eval-query-ids split, or None without one."""
+    from lref.commands.stage_eval import harness_evaluator
+
+    return harness_evaluator(_eval_corpus(args), args.eval_batch_size, args.max_product_tokens)
+
+
 def cmd_select(args) -> int:
     from lref.data import split_by_query, to_records
-    from lref.train.selection import SelectionSpec, _score_probs, select
+    from lref.train.selection import SelectionSpec, score_probs, select
     from lref.train.sft import write_records
 
     out = Path(args.out)
@@ -189,10 +196,8 @@ def cmd_select(args) -> int:
         diversity_pool=args.diversity_pool,
         seed=args.seed,
     )
-    teacher = _score_probs(args.confusion_model, records, corpus.scheme, 10**9) if args.confusion_model else None
-    rows, summary = select(
-        records, corpus.scheme, spec, args.model, out / "judges", teacher, None, args.max_product_tokens
-    )
+    teacher = score_probs(args.confusion_model, records, corpus.scheme) if args.confusion_model else None
+    rows, summary = select(records, corpus.scheme, spec, args.model, out / "judges", teacher)
     write_records(out / "selected.jsonl", rows)
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     print(f"selected {len(rows)} of {len(records)} pairs {summary['by_method']} -> {out / 'selected.jsonl'}")
@@ -218,9 +223,7 @@ def cmd_sft(args) -> int:
         sft_config(args.out, **_overrides(args)),
         _lora(args),
         args.adapter,
-        _eval_corpus(args),
-        args.eval_batch_size,
-        args.max_product_tokens,
+        evaluate=_evaluate(args),
     )
     print(f"sft: {summary['steps']} steps, train loss {summary['train_loss']:.4f} -> {summary['model']}")
     return 0
@@ -256,8 +259,7 @@ def cmd_mcot(args) -> int:
         _lora(args),
         args.adapter,
         rules,
-        _eval_corpus(args),
-        args.max_product_tokens,
+        evaluate=_evaluate(args),
     )
     kept = {k: (v.get("kept"), v.get("dropped_disagree")) for k, v in summary["kinds"].items()}
     print(f"mcot: (kept, dropped) per kind {kept} -> {summary['model']}")
@@ -280,12 +282,11 @@ def cmd_dpo(args) -> int:
         dpo_config(args.out, **cfg),
         _lora(args),
         args.adapter,
-        _eval_corpus(args),
-        args.mine,
-        args.min_prob,
-        args.max_pairs,
-        args.eval_batch_size,
-        args.max_product_tokens,
+        evaluate=_evaluate(args),
+        mode=args.mine,
+        min_prob=args.min_prob,
+        max_pairs=args.max_pairs,
+        batch_size=args.eval_batch_size,
     )
     msg = f"dpo: {summary['pairs']} over-graded pairs of {summary['pool']}, {summary['steps']} steps"
     if not summary.get("train_loss") and summary["steps"] == 0:
