@@ -21,9 +21,9 @@ def evaluate_model(model, tokenizer, corpus: Corpus, batch_size: int = 32, max_p
     The model is scored in eval mode and left in the mode it was in.
     """
     from lref.engines.hf import HFEngine
+    from lref.engines.judge import LLMScorer
     from lref.eval.harness import score_rows
     from lref.eval.metrics import compute_metrics
-    from lref.engines.judge import LLMScorer
 
     was_training = model.training
     model.eval()
