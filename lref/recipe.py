@@ -70,14 +70,11 @@ def resolve(tree: dict, out: str, recipe_dir: str = ".") -> dict:
 
 def negatable_flags(command: str) -> set[str]:
     """The `--no-X` options of an `lref` subcommand (a space-separated path such as "distill ranker")."""
-    from lref.cli import build_parser
+    from lref.cli import find_command
+    from lref.commands.args import option_strings
 
-    node = build_parser()
-    for name in command.split():
-        if node._subparsers is None:
-            break
-        node = node._subparsers._group_actions[0].choices.get(name, node)
-    return {o for a in node._actions for o in a.option_strings if o.startswith("--no-")}
+    cmd = find_command(command.split())
+    return {o for o in option_strings(cmd.args) if o.startswith("--no-")} if cmd else set()
 
 
 def stage_argv(stage: dict, negatable: set[str] | None = None) -> list[str]:
