@@ -35,6 +35,13 @@ def arg(help: str, default: Any = dataclasses.MISSING, **argparse_kwargs) -> Any
     return dataclasses.field(default=default, metadata=meta)
 
 
+def fill(cls: type, source: object, **overrides):
+    """A library config dataclass `cls` from a flags dataclass: each field from `overrides`, else from the
+    source's field of the same name, else the field's own default."""
+    shared = {f.name: getattr(source, f.name) for f in dataclasses.fields(cls) if hasattr(source, f.name)}
+    return cls(**{**shared, **overrides})
+
+
 @dataclasses.dataclass(frozen=True)
 class Command:
     """A subcommand: its path (`"distill ranker"`), flags dataclass, runner and one-line summary."""

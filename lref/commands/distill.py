@@ -8,10 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from lref.commands.args import Command, Group, arg
+from lref.commands.args import Command, Group, arg, fill
 from lref.commands.core import CorpusArgs
 
 OUT_MODEL = "model folder to write"
+DISTILL = Group(
+    "distill", "distil LLM scores and tags into small recall and ranking students", "distill_command", "STEP"
+)
 
 
 @dataclass(kw_only=True)
@@ -37,13 +40,13 @@ class TeacherArgs(DistillCorpusArgs):
     model: str | None = arg("teacher model folder or Hub id (transformers backend)", None, exclusive="source")
     endpoint: str | None = arg("OpenAI-compatible server URL (needs lref.engines.openai)", None, exclusive="source")
     adapter: str | None = arg("LoRA adapter folder for --model", None)
+    batch_size: int = arg("prompts per forward pass (local model)", 16)
+    max_product_tokens: int = arg("product text is cut to this many tokens in the prompt", 256)
     served_model: str | None = arg("model name on the --endpoint server", None)
     top_bm25: int = arg("unjudged BM25 top-N products added per query", 10)
     top_dense: int = arg("unjudged MiniLM top-N products added per query", 10)
-    batch_size: int = arg("prompts per forward pass (local model)", 16)
-    chunk_size: int = arg("pairs scored and appended per write", 64)
-    max_product_tokens: int = arg("product text is cut to this many tokens in the prompt", 256)
     out: str = arg("scores JSONL (appended to; a rerun resumes)")
+    chunk_size: int = arg("pairs scored and appended per write", 64)
 
 
 @dataclass(kw_only=True)
@@ -70,21 +73,7 @@ class StudentArgs(DistillCorpusArgs):
         from lref.distill.ranker import StudentConfig
 
         gold_weight = self.gold_weight if self.gold_weight is not None else (0.5 if self.teacher else 1.0)
-        return StudentConfig(
-            base=self.base,
-            loss=self.loss,
-            gold_weight=gold_weight,
-            include_augmented=not self.no_augmented,
-            max_length=self.max_length,
-            epochs=self.epochs,
-            max_steps=self.max_steps,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            seed=self.seed,
-            pairs_per_query=self.pairs_per_query,
-            list_size=self.list_size,
-            **extra,
-        )
+        return fill(StudentConfig, self, gold_weight=gold_weight, include_augmented=not self.no_augmented, **extra)
 
 
 @dataclass(kw_only=True)
@@ -105,6 +94,13 @@ class RecallArgs(StudentArgs):
         "train and save only: no catalogue index, no recall@k (for cross-fitting fold students)", False
     )
     k: list[int] | None = arg("cut-offs for recall@k, repeatable (default 10 50 100)", None, action="append")
+
+
+# the fields of LtrArgs that are train_ltr's keywords, under the same names
+LTR_KEYWORDS = (
+    *("ranker", "recall", "tags", "ranker_folds", "recall_folds", "num_leaves", "rounds", "learning_rate"),
+    *("seed", "min_data_in_leaf", "valid_fraction", "early_stopping"),
+)
 
 
 @dataclass(kw_only=True)
@@ -212,7 +208,7 @@ def _examples(args, cfg):
 def cmd_ranker(args: RankerArgs) -> int:
     from lref.distill.ranker import train_ranker
 
-    cfg = args.student_config(pooling=args.pooling)
+    cfg = args.student_config()
     corpus, examples = _examples(args, cfg)
     meta = train_ranker(examples, corpus.products, cfg, args.out)
     h = meta["loss_history"]
@@ -279,22 +275,7 @@ def cmd_ltr(args: LtrArgs) -> int:
     from lref.distill.ltr import train_ltr
 
     corpus = args.load()
-    meta = train_ltr(
-        corpus,
-        args.out,
-        ranker=args.ranker,
-        recall=args.recall,
-        tags=args.tags,
-        num_leaves=args.num_leaves,
-        rounds=args.rounds,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        min_data_in_leaf=args.min_data_in_leaf,
-        valid_fraction=args.valid_fraction,
-        early_stopping=args.early_stopping,
-        ranker_folds=args.ranker_folds,
-        recall_folds=args.recall_folds,
-    )
+    meta = train_ltr(corpus, args.out, **{name: getattr(args, name) for name in LTR_KEYWORDS})
     imp = ", ".join(f"{k} {v:.0f}" for k, v in sorted(meta["importance_gain"].items(), key=lambda kv: -kv[1])[:6])
     print(
         f"ltr: {meta['n_rows']} rows, {meta['n_queries']} queries, {meta['params']['rounds']} rounds; "
@@ -304,7 +285,7 @@ def cmd_ltr(args: LtrArgs) -> int:
 
 
 COMMANDS = [
-    Group("distill", "distil LLM scores and tags into small recall and ranking students", "distill_command", "STEP"),
+    DISTILL,
     Command(
         "distill split", SplitArgs, cmd_split, "split judgments by query into train.tsv / test.tsv (whole queries)"
     ),

@@ -127,6 +127,21 @@ def cmd_taxonomy_build(args: TaxonomyBuildArgs) -> int:
     return 0
 
 
+def cmd_tagger_data(args: TaggerDataArgs) -> int:
+    from lref.data import load_products, read_table
+    from lref.eval.harness import write_jsonl
+    from lref.tagging.sft_data import tagger_sft_rows
+    from lref.tagging.taxonomy import Taxonomy
+
+    products = load_products(args.products)
+    tags = [row for _, row in read_table(args.tags, required=["product_id"])]
+    rows = tagger_sft_rows(products, tags, Taxonomy.load(args.taxonomy).graph(), args.negatives, args.seed)
+    write_jsonl(Path(args.out), rows)
+    n_yes = sum(r["completion"][0]["content"] == "yes" for r in rows)
+    print(f"tagger-data: {len(rows)} rows ({n_yes} yes, {len(rows) - n_yes} no) -> {args.out}")
+    return 0
+
+
 def _build_store(args, products: dict, store_dir: Path, exclude: set[str], taxonomy=None, tags=None):
     from lref.rag.embedder import Embedder
     from lref.rag.store import Store
@@ -230,21 +245,6 @@ def cmd_eval_tags(args: EvalTagsArgs) -> int:
         f"topic accuracy l1 {fmt(m['topic_acc_l1'])}, l2 {fmt(m['topic_acc_l2'])}, coverage {fmt(m['coverage'])} "
         f"over {m['n_products']} held-out products -> {out}"
     )
-    return 0
-
-
-def cmd_tagger_data(args: TaggerDataArgs) -> int:
-    from lref.data import load_products, read_table
-    from lref.eval.harness import write_jsonl
-    from lref.tagging.sft_data import tagger_sft_rows
-    from lref.tagging.taxonomy import Taxonomy
-
-    products = load_products(args.products)
-    tags = [row for _, row in read_table(args.tags, required=["product_id"])]
-    rows = tagger_sft_rows(products, tags, Taxonomy.load(args.taxonomy).graph(), args.negatives, args.seed)
-    write_jsonl(Path(args.out), rows)
-    n_yes = sum(r["completion"][0]["content"] == "yes" for r in rows)
-    print(f"tagger-data: {len(rows)} rows ({n_yes} yes, {len(rows) - n_yes} no) -> {args.out}")
     return 0
 
 

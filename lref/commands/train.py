@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from lref.commands.args import Command, arg
+from lref.commands.args import Command, arg, fill
 from lref.commands.core import CorpusArgs, read_query_ids
 from lref.train.args import StageArgs
 
@@ -136,16 +136,8 @@ def cmd_select(args: SelectArgs) -> int:
         corpus = corpus.subset(split["train"])
     tok = _tokenizer(args.model) if args.model else None
     records = to_records(corpus, args.max_product_tokens, tok)
-    spec = SelectionSpec(
-        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-        budget=args.budget,
-        uncertainty_kind=args.uncertainty,
-        judge_fraction=args.judge_fraction,
-        judge_steps=args.judge_steps,
-        frequency_column=args.frequency_column,
-        diversity_pool=args.diversity_pool,
-        seed=args.seed,
-    )
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    spec = fill(SelectionSpec, args, methods=methods, uncertainty_kind=args.uncertainty)
     teacher = _score_probs(args.confusion_model, records, corpus.scheme, 10**9) if args.confusion_model else None
     rows, summary = select(
         records, corpus.scheme, spec, args.model, out / "judges", teacher, None, args.max_product_tokens
@@ -186,9 +178,7 @@ def cmd_sft(args: SftArgs) -> int:
 def cmd_mcot(args: McotArgs) -> int:
     from lref.train.mcot import AttributeTeacher, OpenAITeacher, train_mcot
 
-    tok = _tokenizer(args.model)
-    scheme = _corpus_scheme(args)
-    records = _records(args, tok)
+    _, scheme, records = _stage_inputs(args)
     if args.max_rows:
         records = records[: args.max_rows]
     rules = Path(args.rules).read_text(encoding="utf-8") if args.rules else None
@@ -224,9 +214,7 @@ def cmd_mcot(args: McotArgs) -> int:
 def cmd_dpo(args: DpoArgs) -> int:
     from lref.train.dpo import dpo_config, train_dpo
 
-    tok = _tokenizer(args.model)
-    scheme = _corpus_scheme(args)
-    records = _records(args, tok)
+    _, scheme, records = _stage_inputs(args)
     cfg = args.trainer_overrides(packing=False)
     cfg.update(beta=args.beta, loss_type=args.loss_type or ["sigmoid"])
     summary = train_dpo(
@@ -261,6 +249,12 @@ def _corpus_scheme(args):
     from lref.labels import get_scheme
 
     return get_scheme(args.scheme)
+
+
+def _stage_inputs(args: SftArgs):
+    """(tokenizer, label scheme, training records) of a training stage's flags."""
+    tok = _tokenizer(args.model)
+    return tok, _corpus_scheme(args), _records(args, tok)
 
 
 def cmd_ablation(args: AblationArgs) -> int:

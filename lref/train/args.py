@@ -15,6 +15,19 @@ def _arg(help: str, default=None):
     return field(default=default, metadata={"help": help})
 
 
+# StageArgs field -> the TRL config (SFTConfig / DPOConfig) argument it sets
+TRL_NAMES = {
+    "epochs": "num_train_epochs",
+    "max_steps": "max_steps",
+    "learning_rate": "learning_rate",
+    "batch_size": "per_device_train_batch_size",
+    "grad_accum": "gradient_accumulation_steps",
+    "max_length": "max_length",
+    "save_steps": "save_steps",
+    "seed": "seed",
+}
+
+
 @dataclass(kw_only=True)
 class StageArgs:
     """The model a stage starts from, LoRA or full tuning, the trainer's knobs, and the stage folder."""
@@ -42,16 +55,7 @@ class StageArgs:
 
     def trainer_overrides(self, packing: bool = True) -> dict:
         """TRL config keywords (SFTConfig / DPOConfig) of these settings; `packing` only where TRL has it."""
-        kw = dict(
-            num_train_epochs=self.epochs,
-            max_steps=self.max_steps,
-            learning_rate=self.learning_rate,
-            per_device_train_batch_size=self.batch_size,
-            gradient_accumulation_steps=self.grad_accum,
-            max_length=self.max_length,
-            save_steps=self.save_steps,
-            seed=self.seed,
-        )
+        kw = {trl: getattr(self, name) for name, trl in TRL_NAMES.items()}
         if packing:
             kw["packing"] = self.packing
         return kw
