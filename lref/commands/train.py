@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 
 from lref.commands.args import Command, arg, fill
 from lref.commands.core import CorpusArgs, read_query_ids
-from lref.train.args import StageArgs
+from lref.train.args import DpoStageArgs, StageArgs
 
 
 @dataclass(kw_only=True)
@@ -59,15 +59,8 @@ class McotArgs(SftArgs):
 
 
 @dataclass(kw_only=True)
-class DpoArgs(SftArgs):
+class DpoArgs(SftArgs, DpoStageArgs):
     command: ClassVar[str] = "dpo"
-    loss_type: list[str] | None = arg(
-        "TRL DPO loss type(s), repeatable: sigmoid (default), ipo, robust, hinge, ...", None, action="append"
-    )
-    beta: float = arg("DPO temperature: how far the policy may move from the reference", 0.1)
-    mine: Literal["rank", "top"] = arg("which over-grades to mine", "rank")
-    min_prob: float = arg("mine only over-grades the model gives at least this probability", 0.0)
-    max_pairs: int | None = arg("keep the N most confident over-grades", None)
 
 
 @dataclass(kw_only=True)
@@ -149,7 +142,8 @@ def cmd_select(args: SelectArgs) -> int:
 
 
 def cmd_sft(args: SftArgs) -> int:
-    from lref.train.sft import read_conversations, sft_config, sft_dataset, train_sft
+    from lref.train.args import run_sft
+    from lref.train.sft import read_conversations, sft_dataset
 
     tok = _tokenizer(args.model)
     scheme = _corpus_scheme(args)
@@ -160,23 +154,14 @@ def cmd_sft(args: SftArgs) -> int:
         dataset = datasets.Dataset.from_list(conversations)
     else:
         dataset = sft_dataset(_records(args, tok), scheme, tok)
-    summary = train_sft(
-        args.model,
-        dataset,
-        args.out,
-        sft_config(args.out, **args.trainer_overrides()),
-        args.lora_spec(),
-        args.adapter,
-        _eval_corpus(args),
-        args.eval_batch_size,
-        args.max_product_tokens,
-    )
+    summary = run_sft(args, dataset, _eval_corpus(args))
     print(f"sft: {summary['steps']} steps, train loss {summary['train_loss']:.4f} -> {summary['model']}")
     return 0
 
 
 def cmd_mcot(args: McotArgs) -> int:
-    from lref.train.mcot import AttributeTeacher, OpenAITeacher, train_mcot
+    from lref.train.args import run_mcot
+    from lref.train.mcot import AttributeTeacher, OpenAITeacher
 
     _, scheme, records = _stage_inputs(args)
     if args.max_rows:
@@ -191,20 +176,9 @@ def cmd_mcot(args: McotArgs) -> int:
     else:
         teacher = AttributeTeacher(rules)
     products = _corpus(args).products
-    summary = train_mcot(
-        args.model,
-        records,
-        scheme,
-        args.out,
-        teacher,
-        products,
-        [k.strip() for k in args.kinds.split(",") if k.strip()],
-        args.trainer_overrides(),
-        args.lora_spec(),
-        args.adapter,
-        rules,
-        _eval_corpus(args),
-        args.max_product_tokens,
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    summary = run_mcot(
+        args, records, scheme, teacher, products=products, kinds=kinds, rules=rules, eval_corpus=_eval_corpus(args)
     )
     kept = {k: (v.get("kept"), v.get("dropped_disagree")) for k, v in summary["kinds"].items()}
     print(f"mcot: (kept, dropped) per kind {kept} -> {summary['model']}")
@@ -212,26 +186,10 @@ def cmd_mcot(args: McotArgs) -> int:
 
 
 def cmd_dpo(args: DpoArgs) -> int:
-    from lref.train.dpo import dpo_config, train_dpo
+    from lref.train.args import run_dpo
 
     _, scheme, records = _stage_inputs(args)
-    cfg = args.trainer_overrides(packing=False)
-    cfg.update(beta=args.beta, loss_type=args.loss_type or ["sigmoid"])
-    summary = train_dpo(
-        args.model,
-        records,
-        scheme,
-        args.out,
-        dpo_config(args.out, **cfg),
-        args.lora_spec(),
-        args.adapter,
-        _eval_corpus(args),
-        args.mine,
-        args.min_prob,
-        args.max_pairs,
-        args.eval_batch_size,
-        args.max_product_tokens,
-    )
+    summary = run_dpo(args, records, scheme, _eval_corpus(args))
     msg = f"dpo: {summary['pairs']} over-graded pairs of {summary['pool']}, {summary['steps']} steps"
     if not summary.get("train_loss") and summary["steps"] == 0:
         msg += " (nothing to de-bias: model passed through)"

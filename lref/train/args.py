@@ -1,13 +1,16 @@
-"""The settings of one training stage (SFT, each Multi-CoT kind, DPO), as one dataclass.
+"""The settings of one training stage (SFT, each Multi-CoT kind, DPO), as one dataclass, and the stages run from it.
 
-The fields carry their help in `metadata`, so `lref sft|mcot|dpo` build their flags from this class (the
-`HfArgumentParser` idea) and the stages take the parsed object as it is.
+The fields carry their help in `metadata`, so `lref sft|mcot|dpo` build their flags from these classes (the
+`HfArgumentParser` idea), and `run_sft` / `run_mcot` / `run_dpo` take the parsed object as it is.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
+from lref.data import Corpus
+from lref.labels import LabelScheme
 from lref.train.sft import LoraSpec
 
 
@@ -59,3 +62,68 @@ class StageArgs:
         if packing:
             kw["packing"] = self.packing
         return kw
+
+
+@dataclass(kw_only=True)
+class DpoStageArgs(StageArgs):
+    """A DPO stage: which over-grades to mine, and TRL's DPO loss."""
+
+    loss_type: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "TRL DPO loss type(s), repeatable: sigmoid (default), ipo, robust, hinge, ...",
+            "action": "append",
+        },
+    )
+    beta: float = _arg("DPO temperature: how far the policy may move from the reference", 0.1)
+    mine: Literal["rank", "top"] = _arg("which over-grades to mine", "rank")
+    min_prob: float = _arg("mine only over-grades the model gives at least this probability", 0.0)
+    max_pairs: int | None = _arg("keep the N most confident over-grades")
+
+
+def run_sft(args: StageArgs, dataset, eval_corpus: Corpus | None = None) -> dict:
+    """`train_sft` with these settings (the stage of `lref sft`)."""
+    from lref.train.sft import sft_config, train_sft
+
+    config = sft_config(args.out, **args.trainer_overrides())
+    lora, batch, tokens = args.lora_spec(), args.eval_batch_size, args.max_product_tokens
+    return train_sft(args.model, dataset, args.out, config, lora, args.adapter, eval_corpus, batch, tokens)
+
+
+def run_mcot(args: StageArgs, records: list[dict], scheme: LabelScheme, teacher, **kw) -> dict:
+    """`train_mcot` with these settings; `kw`: products, kinds, rules, eval_corpus."""
+    from lref.train.mcot import train_mcot
+
+    return train_mcot(
+        args.model,
+        records,
+        scheme,
+        args.out,
+        teacher,
+        config_overrides=args.trainer_overrides(),
+        lora=args.lora_spec(),
+        adapter=args.adapter,
+        max_product_tokens=args.max_product_tokens,
+        **kw,
+    )
+
+
+def run_dpo(args: DpoStageArgs, records: list[dict], scheme: LabelScheme, eval_corpus: Corpus | None = None) -> dict:
+    """`train_dpo` with these settings (the stage of `lref dpo`)."""
+    from lref.train.dpo import dpo_config, train_dpo
+
+    trl = {**args.trainer_overrides(packing=False), "beta": args.beta, "loss_type": args.loss_type or ["sigmoid"]}
+    mining = {"mode": args.mine, "min_prob": args.min_prob, "max_pairs": args.max_pairs}
+    return train_dpo(
+        args.model,
+        records,
+        scheme,
+        args.out,
+        dpo_config(args.out, **trl),
+        args.lora_spec(),
+        args.adapter,
+        eval_corpus,
+        eval_batch_size=args.eval_batch_size,
+        max_product_tokens=args.max_product_tokens,
+        **mining,
+    )
