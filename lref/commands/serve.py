@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
+from typing import Literal
+
+from lref.commands.args import Command, arg
 
 
-def add_parsers(sub) -> None:
-    p = sub.add_parser(
-        "serve",
-        help="serve a model and its LoRA adapters over the OpenAI API (vLLM on GPU, embedded on CPU)",
-        description="Flags lref does not know are passed to `vllm serve` (e.g. --tensor-parallel-size 2).",
-    )
-    p.add_argument("--config", help="YAML file of these flags")
-    p.add_argument("--model", required=True, help="base model folder or Hub id")
-    p.add_argument("--lora", action="append", default=[], metavar="NAME=PATH", help="a LoRA adapter (repeatable)")
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for all)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", help="require this key as `Authorization: Bearer KEY` on /v1 routes")
-    p.add_argument("--engine", choices=["auto", "vllm", "embedded"], default="auto")
-    p.add_argument("--served-model-name", help="name of the base model in /v1/models (default: --model)")
-    p.add_argument("--max-batch", type=int, default=32, help="embedded: most prompts in one forward pass")
-    p.add_argument("--dry-run", action="store_true", help="vllm: print the command instead of running it")
-    p.set_defaults(func=cmd_serve, accepts_extra=True)
+@dataclass(kw_only=True)
+class ServeArgs:
+    model: str = arg("base model folder or Hub id")
+    lora: list[str] = arg("a LoRA adapter (repeatable)", [], action="append", metavar="NAME=PATH")
+    host: str = arg("interface to listen on (0.0.0.0 for all)", "127.0.0.1")
+    port: int = arg("port to listen on", 8000)
+    api_key: str | None = arg("require this key as `Authorization: Bearer KEY` on /v1 routes", None)
+    engine: Literal["auto", "vllm", "embedded"] = arg("auto: vLLM where it is installed and a GPU is seen", "auto")
+    served_model_name: str | None = arg("name of the base model in /v1/models (default: --model)", None)
+    max_batch: int = arg("embedded: most prompts in one forward pass", 32)
+    dry_run: bool = arg("vllm: print the command instead of running it", False)
 
 
 def parse_loras(items: list[str]) -> dict[str, str]:
@@ -38,7 +35,7 @@ def parse_loras(items: list[str]) -> dict[str, str]:
     return out
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: ServeArgs, extra: list[str]) -> int:
     import os
     import shlex
 
@@ -46,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from lref.serve.vllm_cmd import pick_engine, vllm_command
 
     loras = parse_loras(args.lora)
-    extra = list(getattr(args, "extra", []) or [])
+    extra = list(extra)
     if extra and extra[0] == "--":
         extra = extra[1:]
     engine = pick_engine(args.engine)
@@ -70,3 +67,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     serve(args.model, loras, args.host, args.port, args.api_key, args.served_model_name, args.max_batch)
     return 0
+
+
+COMMANDS = [
+    Command(
+        "serve",
+        ServeArgs,
+        cmd_serve,
+        "serve a model and its LoRA adapters over the OpenAI API (vLLM on GPU, embedded on CPU)",
+        details="Flags lref does not know are passed to `vllm serve` (e.g. --tensor-parallel-size 2).",
+        accepts_extra=True,
+    )
+]

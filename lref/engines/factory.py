@@ -38,7 +38,7 @@ def make_engine(
     return HFEngine.from_pretrained(model, adapter=adapter, scheme=scheme, batch_size=batch_size)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EngineArgs:
     """The flags that choose and feed an LLM judge, shared by the commands that score with one."""
 
