@@ -134,7 +134,7 @@ def parse_json_object(text: str, path: Path, n: int) -> dict:
     """One JSONL line as a dict; DataError for bad JSON, nesting past MAX_JSON_DEPTH or a non-object."""
     too_deep = f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
     try:
-        obj = json.loads(text, parse_constant=_no_constant)
+        obj = json.loads(text.rstrip("\r\n"), parse_constant=_no_constant)
     except RecursionError:
         raise DataError(too_deep, path, n) from None
     except json.JSONDecodeError as e:
