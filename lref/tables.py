@@ -68,7 +68,7 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
 
 
 def is_json(path: str | Path) -> bool:
-    return Path(path).suffix in JSON_SUFFIXES
+    return str(path).endswith(JSON_SUFFIXES)  # not Path(path).suffix: this runs once per value
 
 
 def encoding_hint(raw: bytes) -> str:
@@ -130,11 +130,14 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
+_decoder = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def parse_json_object(text: str, path: Path, n: int) -> dict:
     """One JSONL line as a dict; DataError for bad JSON, nesting past MAX_JSON_DEPTH or a non-object."""
     too_deep = f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
     try:
-        obj = json.loads(text.rstrip("\r\n"), parse_constant=_no_constant)
+        obj = _decoder.decode(text.rstrip("\r\n"))
     except RecursionError:
         raise DataError(too_deep, path, n) from None
     except json.JSONDecodeError as e:
@@ -143,7 +146,7 @@ def parse_json_object(text: str, path: Path, n: int) -> dict:
         raise DataError(f"bad JSON ({e})", path, n) from None
     if not isinstance(obj, dict):
         raise DataError(f"expected a JSON object, got {json_kind(obj)}", path, n)
-    if json_depth(obj) > MAX_JSON_DEPTH:
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and json_depth(obj) > MAX_JSON_DEPTH:
         raise DataError(too_deep, path, n)
     return obj
 
