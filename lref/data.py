@@ -121,28 +121,41 @@ def _num(value, kind, path, line, name):
     return int(number) if kind is int else number
 
 
+def product_from_row(
+    row: Mapping, path: str | Path | None = None, line: int | None = None, mapping: Mapping[str, str] | None = None
+) -> Product:
+    """One table row as a `Product`, checking every value's type; DataError names the line and field.
+
+    `mapping` renames file columns to Product fields ({field: column}); unmapped columns go to `extra`.
+    """
+    col = {f: (mapping or {}).get(f, f) for f in ("product_id", *PRODUCT_FIELDS)}
+    for f in ("product_id", "title"):
+        value = row.get(col[f])
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise DataError("missing value", path, line, col[f])
+    return Product(
+        product_id=_id(row[col["product_id"]], path, line, col["product_id"]),
+        **{f: _text(row.get(col[f]), path, line, col[f]) for f in PRODUCT_FIELDS[:5]},  # title .. color
+        category=_as_str_list(row.get(col["category"]), path, line, col["category"]),
+        rating=_num(row.get(col["rating"]), float, path, line, col["rating"]),
+        rating_count=_num(row.get(col["rating_count"]), int, path, line, col["rating_count"]),
+        extra={k: v for k, v in row.items() if k not in col.values()},
+    )
+
+
 def load_products(path: str | Path, mapping: Mapping[str, str] | None = None) -> dict[str, Product]:
     """Products from JSONL/CSV/TSV. `mapping` renames file columns to Product fields ({field: column})."""
     path = Path(path)
-    mapping = dict(mapping or {})
-    col = {f: mapping.get(f, f) for f in ("product_id", *PRODUCT_FIELDS)}
-    known = set(col.values())
+    c_pid, c_title = (mapping or {}).get("product_id", "product_id"), (mapping or {}).get("title", "title")
     products: dict[str, Product] = {}
     first: dict[str, int] = {}
-    for n, row in read_table(path, required=[col["product_id"], col["title"]]):
-        pid = _id(row[col["product_id"]], path, n, col["product_id"])
+    for n, row in read_table(path, required=[c_pid, c_title]):
+        product = product_from_row(row, path, n, mapping)
+        pid = product.product_id
         if pid in products:
-            raise DataError(f"duplicate product_id {pid!r} (first at line {first[pid]})", path, n, col["product_id"])
+            raise DataError(f"duplicate product_id {pid!r} (first at line {first[pid]})", path, n, c_pid)
         first[pid] = n
-        text = {f: _text(row.get(col[f]), path, n, col[f]) for f in PRODUCT_FIELDS[:5]}  # title .. color
-        products[pid] = Product(
-            product_id=pid,
-            **text,
-            category=_as_str_list(row.get(col["category"]), path, n, col["category"]),
-            rating=_num(row.get(col["rating"]), float, path, n, col["rating"]),
-            rating_count=_num(row.get(col["rating_count"]), int, path, n, col["rating_count"]),
-            extra={k: v for k, v in row.items() if k not in known},
-        )
+        products[pid] = product
     return products
 
 
