@@ -122,9 +122,8 @@ def _evaluate(args):
 
 
 def cmd_select(args: SelectArgs) -> int:
-    from lref.data import split_by_query, to_records
+    from lref.data import split_by_query, to_records, write_jsonl
     from lref.train.selection import SelectionSpec, score_probs, select
-    from lref.train.sft import write_records
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -140,7 +139,7 @@ def cmd_select(args: SelectArgs) -> int:
     spec = fill(SelectionSpec, args, methods=methods, uncertainty_kind=args.uncertainty)
     teacher = score_probs(args.confusion_model, records, corpus.scheme) if args.confusion_model else None
     rows, summary = select(records, corpus.scheme, spec, args.model, out / "judges", teacher)
-    write_records(out / "selected.jsonl", rows)
+    write_jsonl(out / "selected.jsonl", rows)
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     print(f"selected {len(rows)} of {len(records)} pairs {summary['by_method']} -> {out / 'selected.jsonl'}")
     return 0

@@ -11,7 +11,6 @@ a validation split), appended to `metrics.jsonl` beside the training losses. The
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,14 +71,6 @@ def read_conversations(path: str | Path) -> list[dict] | None:
                 raise DataError("expected a non-empty list of chat messages", path, n, key)
         out.append({"prompt": row["prompt"], "completion": row["completion"]})
     return out
-
-
-def write_records(path: str | Path, rows: list[dict]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------- training
