@@ -206,13 +206,18 @@ def _examples(args, cfg):
     return corpus, build_examples(corpus, teacher, cfg.gold_weight, cfg.include_augmented)
 
 
+def _train(args: StudentArgs, train, *extra):
+    """Train one student with `train(examples, products, cfg, out, *extra)`: (corpus, meta, loss history)."""
+    cfg = args.student_config()
+    corpus, examples = _examples(args, cfg)
+    meta = train(examples, corpus.products, cfg, args.out, *extra)
+    return corpus, meta, meta["loss_history"]
+
+
 def cmd_ranker(args: RankerArgs) -> int:
     from lref.distill.ranker import train_ranker
 
-    cfg = args.student_config()
-    corpus, examples = _examples(args, cfg)
-    meta = train_ranker(examples, corpus.products, cfg, args.out)
-    h = meta["loss_history"]
+    _, meta, h = _train(args, train_ranker)
     print(
         f"ranker: {meta['n_train_rows']} rows ({meta['n_augmented']} augmented), "
         f"loss {h[0]:.4f} -> {h[-1]:.4f} -> {args.out}"
@@ -224,10 +229,7 @@ def cmd_recall(args: RecallArgs) -> int:
     from lref.data import load_dir
     from lref.distill.recall import BiEncoderStudent, build_index, recall_at_k, train_recall
 
-    cfg = args.student_config()
-    corpus, examples = _examples(args, cfg)
-    meta = train_recall(examples, corpus.products, cfg, args.out, args.pos_threshold, args.neg_threshold)
-    h = meta["loss_history"]
+    corpus, meta, h = _train(args, train_recall, args.pos_threshold, args.neg_threshold)
     if args.no_index:
         print(f"recall: {meta['n_triplets']} triplets, loss {h[0]:.4f} -> {h[-1]:.4f} (not indexed) -> {args.out}")
         return 0
