@@ -64,6 +64,13 @@ class BiEncoderStudent:
         pe = dict(zip(uniq, self.embed_products(list(uniq.values()), progress), strict=True))
         return [float(qe[q] @ pe[p.product_id]) for q, p in zip(queries, products, strict=True)]
 
+    def score_texts(self, queries: list[str], texts: list[str]) -> list[float]:
+        """Cosine of (query, product text) pairs, for texts rendered elsewhere (the server's text documents)."""
+        uq, ut = sorted(set(queries)), sorted(set(texts))
+        qe = dict(zip(uq, self.embed_texts(uq), strict=True))
+        te = dict(zip(ut, self.embed_texts(ut), strict=True))
+        return [float(qe[q] @ te[t]) for q, t in zip(queries, texts, strict=True)]
+
 
 def triplets(
     examples: list[dict], pos_threshold: float = 0.75, neg_threshold: float = 0.4, per_query: int = 32, seed: int = 0
