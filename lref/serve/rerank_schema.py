@@ -66,6 +66,7 @@ class RerankUsage(BaseModel):
 
 class ApiVersion(BaseModel):
     version: str = "2"
+    is_experimental: bool = False
 
 
 class BilledUnits(BaseModel):
