@@ -66,7 +66,7 @@ def create_app(
 
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import Response
+    from fastapi.responses import PlainTextResponse, Response
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from lref.serve.rerank_routes import relevance_router
@@ -132,8 +132,9 @@ def create_app(
     async def health():
         return {"status": "ok"}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics():
+        """Prometheus text format."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

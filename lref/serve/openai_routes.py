@@ -18,7 +18,8 @@ def openai_router(host, batcher):
     """An APIRouter with the OpenAI routes over `host` (a `ModelHost`)."""
     from fastapi import APIRouter
 
-    router = APIRouter()
+    errors = {c: {"model": S.ErrorResponse} for c in (400, 401, 404, 503)}
+    router = APIRouter(responses=errors)
 
     def resolve(model: str | None) -> str:
         if model is None:
