@@ -24,6 +24,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--lora", action="append", default=[], metavar="NAME=PATH", help=help_of["lora"])
     p.add_argument("--ranker", metavar="[NAME=]DIR", help=help_of["ranker"])
     p.add_argument("--no-int8", dest="int8", action="store_false", help="run the cross-encoder in fp32, not int8")
+    p.add_argument("--ranker-backend", choices=["torch", "onnx"], default="torch", help=help_of["ranker_backend"])
     p.add_argument("--ltr", metavar="[NAME=]DIR", help=help_of["ltr"])
     p.add_argument("--recall", metavar="[NAME=]DIR", help=help_of["recall"])
     p.add_argument("--products", metavar="FILE", help=help_of["products"])

@@ -33,6 +33,10 @@ class ServeConfig(Limits):
         default=None, metadata={"help": "cross-encoder student folder, served as `ranker` (or NAME=DIR)"}
     )
     int8: bool = field(default=True, metadata={"help": "run the cross-encoder with int8 linear layers (--no-int8)"})
+    ranker_backend: str = field(
+        default="torch",
+        metadata={"help": "cross-encoder runtime: torch, or onnx (ONNX Runtime, exported on first use)"},
+    )
     ltr: str | None = field(default=None, metadata={"help": "LTR model folder, served as `ltr` (or NAME=DIR)"})
     recall: str | None = field(
         default=None, metadata={"help": "bi-encoder student folder with its index/, served as `recall` (or NAME=DIR)"}
@@ -97,7 +101,7 @@ def build(cfg: ServeConfig):
         for name in host.names:
             add(JudgeScorer(name, host, cfg.scheme))
     if named := cfg.named(cfg.ranker, "ranker"):
-        add(RankerScorer(*named, int8=cfg.int8))
+        add(RankerScorer(*named, int8=cfg.int8, backend=cfg.ranker_backend))
     if named := cfg.named(cfg.ltr, "ltr"):
         add(LTRScorer(*named, catalogue, int8=cfg.int8))
     if named := cfg.named(cfg.recall, "recall"):

@@ -63,15 +63,24 @@ class Catalogue:
 
 
 class RankerScorer:
-    """The cross-encoder student (`lref distill ranker`), int8 on CPU unless `int8=False`."""
+    """The cross-encoder student (`lref distill ranker`), int8 on CPU unless `int8=False`, on torch or ONNX Runtime."""
 
     kind = "ranker"
 
-    def __init__(self, name: str, model_dir: str | Path, int8: bool = True, batch_size: int = 64):
-        from lref.distill.ranker import CrossEncoderStudent
-
+    def __init__(
+        self, name: str, model_dir: str | Path, int8: bool = True, batch_size: int = 64, backend: str = "torch"
+    ):
         self.name, self.root = name, str(model_dir)
-        self.student = CrossEncoderStudent(model_dir, batch_size, int8)
+        if backend == "onnx":  # ONNX Runtime (exported and quantized on first use into DIR/onnx)
+            from lref.distill.onnx_export import OnnxCrossEncoder
+
+            self.student = OnnxCrossEncoder(model_dir, batch_size, int8)
+        elif backend == "torch":
+            from lref.distill.ranker import CrossEncoderStudent
+
+            self.student = CrossEncoderStudent(model_dir, batch_size, int8)
+        else:
+            raise ValueError(f"unknown ranker backend {backend!r} (choose torch or onnx)")
 
     def text(self, doc: Doc) -> str:
         from lref.distill.features import student_text
