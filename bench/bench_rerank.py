@@ -151,8 +151,11 @@ def main() -> None:
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args()
 
+    import signal
+
     import torch
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally below: stop the server too
     torch.set_num_threads(args.threads)
     from lref.data import load_dir
     from lref.serve.scorers import Catalogue, LTRScorer, RankerScorer
