@@ -36,7 +36,9 @@ def main() -> None:
     from lref.engines.judge import LLMScorer
     from lref.engines.openai import OpenAIEngine
     from lref.models import init_tiny
-    from lref.serve.embedded import BackgroundServer, ModelHost, create_app
+    from lref.serve.app import create_app
+    from lref.serve.embedded import BackgroundServer
+    from lref.serve.llm_host import ModelHost
 
     corpus = load_dir(args.data)
     corpus = corpus.subset(corpus.query_ids[: args.queries])

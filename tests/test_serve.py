@@ -12,7 +12,9 @@ from lref.engines.hf import HFEngine
 from lref.engines.openai import OpenAIEngine
 from lref.labels import ESCI
 from lref.prompts import judgment_messages
-from lref.serve.embedded import BackgroundServer, ModelHost, create_app
+from lref.serve.app import create_app
+from lref.serve.embedded import BackgroundServer
+from lref.serve.llm_host import ModelHost
 
 KEY = "test-key"
 

@@ -105,12 +105,16 @@ class FeatureBuilder:
         progress: bool = False,
         ce_scores: list[float] | None = None,
         bi_scores: list[float] | None = None,
+        bm25: BM25Index | None = None,
     ) -> np.ndarray:
-        """Rows in judgment order; `ce_scores` / `bi_scores` replace the students' own (out-of-fold scores)."""
+        """Rows in judgment order; `ce_scores` / `bi_scores` replace the students' own (out-of-fold scores).
+
+        `bm25` reuses an index built over `corpus.products` (a server builds it once per catalogue).
+        """
         js = corpus.judgments
         queries = [j.query for j in js]
         prods = [corpus.products[j.product_id] for j in js]
-        bm25 = BM25Index(corpus.products)
+        bm25 = bm25 if bm25 is not None else BM25Index(corpus.products)
         ranks = {q: bm25.rank_of(q) for q in set(queries)}
         bi = bi_scores if bi_scores is not None else self.bi.score_pairs(queries, prods, progress)
         if ce_scores is not None:
@@ -333,8 +337,9 @@ class LTRModel:
             )
         return cls(lgb.Booster(model_file=str(model_dir / "model.txt")), meta, int8)
 
-    def score_corpus(self, corpus: Corpus, progress: bool = False) -> np.ndarray:
-        return self.booster.predict(self.features.matrix(corpus, progress), num_threads=1)
+    def score_corpus(self, corpus: Corpus, progress: bool = False, bm25=None) -> np.ndarray:
+        """One score per judged pair; `bm25` reuses a `BM25Index` already built over `corpus.products`."""
+        return self.booster.predict(self.features.matrix(corpus, progress, bm25=bm25), num_threads=1)
 
     def score(self, corpus: Corpus, progress: bool = True) -> list[dict]:
         return [{"score": float(x)} for x in self.score_corpus(corpus, progress)]

@@ -179,14 +179,33 @@ class CrossEncoderStudent(PairStudent):
         from sentence_transformers.cross_encoder import CrossEncoder
 
         self.model = CrossEncoder(str(student_folder(model_dir, "cross-encoder")), device="cpu")
+        self.int8 = int8
         if int8:
             quantize_int8(self.model)
         self.max_words = read_meta(model_dir).get("config", {}).get("max_words", STUDENT_PRODUCT_WORDS)
         self.batch_size = batch_size
 
     def score_pairs(self, queries: list[str], products: list[Product], progress: bool = False) -> list[float]:
-        pairs = [(q, student_text(p, self.max_words)) for q, p in zip(queries, products, strict=True)]
+        return self.score_texts(queries, [student_text(p, self.max_words) for p in products], progress)
+
+    def score_texts(self, queries: list[str], texts: list[str], progress: bool = False) -> list[float]:
+        """Scores of (query, product text) pairs, for texts rendered elsewhere (the server's text documents).
+
+        int8 quantizes activations per batch (one scale for the whole tensor), so a pair's int8 score
+        depends on the other pairs in its batch: int8 batches never mix queries, and a query's pairs are
+        cut into batches in their order, so the server and `lref eval` score a query's candidates alike.
+        """
+        pairs = list(zip(queries, texts, strict=True))
         if not pairs:
             return []
-        s = self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=progress)
-        return [float(x) for x in s]
+        if not self.int8:
+            s = self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=progress)
+            return [float(x) for x in s]
+        out: list[float] = []
+        start = 0
+        for end in range(1, len(pairs) + 1):
+            if end == len(pairs) or pairs[end][0] != pairs[start][0]:
+                s = self.model.predict(pairs[start:end], batch_size=self.batch_size, show_progress_bar=False)
+                out += [float(x) for x in s]
+                start = end
+        return out

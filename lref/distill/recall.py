@@ -70,6 +70,13 @@ class BiEncoderStudent(PairStudent):
         pe = dict(zip(uniq, self.embed_products(list(uniq.values()), progress), strict=True))
         return [float(qe[q] @ pe[p.product_id]) for q, p in zip(queries, products, strict=True)]
 
+    def score_texts(self, queries: list[str], texts: list[str]) -> list[float]:
+        """Cosine of (query, product text) pairs, for texts rendered elsewhere (the server's text documents)."""
+        uq, ut = sorted(set(queries)), sorted(set(texts))
+        qe = dict(zip(uq, self.embed_texts(uq), strict=True))
+        te = dict(zip(ut, self.embed_texts(ut), strict=True))
+        return [float(qe[q] @ te[t]) for q, t in zip(queries, texts, strict=True)]
+
 
 def triplets(
     examples: list[dict], pos_threshold: float = 0.75, neg_threshold: float = 0.4, per_query: int = 32, seed: int = 0
@@ -184,6 +191,20 @@ def build_index(
     return store, ids, emb
 
 
+def open_index(student: BiEncoderStudent, path: str | Path) -> Store:
+    """The catalogue index `build_index` wrote at `path`, reopened with the student's embedder."""
+    from lref.rag.store import CATALOGUE, Store
+
+    return Store(path, embedder=student.embedder, collections=[CATALOGUE])
+
+
+def search_index(store: Store, embeddings: np.ndarray, k: int) -> list[list[str]]:
+    """The ids of the approximate `k` nearest products of each query vector, nearest first."""
+    from lref.rag.store import CATALOGUE
+
+    return [[h.id for h in hits] for hits in store.query(CATALOGUE, embeddings, k)]
+
+
 def recall_at_k(
     corpus: Corpus,
     student: BiEncoderStudent,
@@ -199,7 +220,6 @@ def recall_at_k(
     BM25; plus how much of the exact top k the index returns (`ann_overlap@k`). With `store=None` only exact
     search and BM25 are measured.
     """
-    from lref.rag.store import CATALOGUE
 
     top_grade = corpus.scheme.max_value if min_grade is None else min_grade
     relevant: dict[str, set[str]] = defaultdict(set)
@@ -211,7 +231,7 @@ def recall_at_k(
     qids = sorted(q for q in relevant if relevant[q])
     kmax = max(ks)
     qe = student.embed_texts([text[q] for q in qids])
-    ann = [[h.id for h in hits] for hits in store.query(CATALOGUE, qe, kmax)] if store is not None else None
+    ann = search_index(store, qe, kmax) if store is not None else None
     exact_order = np.argsort(-(qe @ emb.T), axis=1)[:, :kmax]
     bm25 = BM25Index(corpus.products)
     res: dict[str, float] = {}
