@@ -1,12 +1,15 @@
 """Students vs the LLM judge: (query, product) pairs scored per second on CPU.
 
-    PYTHONPATH=. python bench/bench_students.py [--threads 2] [--pairs 512] [--judge-pairs 16] [--ranker DIR]
+    PYTHONPATH=. python bench/bench_students.py [--threads 2] [--pairs 512] [--judge-pairs 16] [--ranker DIR] [--onnx]
 
 The students (cross-encoder ranker, bi-encoder recall model, both MiniLM-L6) score pairs cut to 64
 tokens. The baseline, measured in the same run, is the LLM judge's one-forward-pass scoring of the
 same pairs with the full judgment prompt, on a randomly initialised Qwen2 of the 0.5B class (hidden
 896, 24 layers; weights do not change the speed, and no download is needed). Without --ranker /
 --recall the students are fresh MiniLM models (same architecture, same speed as trained ones).
+`--onnx` adds the cross-encoder on ONNX Runtime, fp32 and dynamic int8 (`lref.distill.onnx_export`);
+with `--ranker` it also reports nDCG@10 over all esci150 judgments of fp32 torch, torch int8 and ONNX
+int8 (each query's candidates scored together, as `lref eval` does).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--ranker")
     ap.add_argument("--recall")
+    ap.add_argument("--onnx", action="store_true", help="also the cross-encoder on ONNX Runtime (fp32, int8)")
     args = ap.parse_args()
 
     import torch
@@ -47,11 +51,14 @@ def main() -> None:
     from sentence_transformers.cross_encoder import CrossEncoder
 
     from lref.data import load_dir, render_product
-    from lref.distill.features import minilm_path, student_text
+    from lref.distill.features import student_text
     from lref.distill.ranker import new_cross_encoder, quantize_int8
     from lref.engines.hf import HFEngine
     from lref.models import init_tiny
     from lref.prompts import judgment_messages
+    from lref.rag.embedder import DEFAULT_MODEL, resolve_model_path
+
+    minilm = resolve_model_path(DEFAULT_MODEL)
 
     corpus = load_dir(args.data)
     js = (corpus.judgments * (1 + args.pairs // len(corpus.judgments)))[: args.pairs]
@@ -59,13 +66,9 @@ def main() -> None:
     texts = [student_text(corpus.products[j.product_id]) for j in js]
 
     # the student's own architecture: MiniLM -> mean pooling -> one-logit head (a trained one with --ranker)
-    ce = (
-        CrossEncoder(args.ranker, device="cpu")
-        if args.ranker
-        else new_cross_encoder(minilm_path(), args.max_length, "mean")
-    )
+    ce = CrossEncoder(args.ranker, device="cpu") if args.ranker else new_cross_encoder(minilm, args.max_length, "mean")
     ce.max_length = args.max_length
-    bi = SentenceTransformer(args.recall or minilm_path(), device="cpu")
+    bi = SentenceTransformer(args.recall or minilm, device="cpu")
     bi.max_seq_length = args.max_length
 
     def ce_score(n):
@@ -79,8 +82,15 @@ def main() -> None:
     print(f"load average at the start (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     results = {"cross-encoder": rate(ce_score, args.pairs), "bi-encoder": rate(bi_score, args.pairs)}
     print({k: round(v, 1) for k, v in results.items()}, flush=True)
+    quality = {}
+    if args.onnx:
+        quality = onnx_rows(args, ce, corpus, queries, texts, results, tempfile.mkdtemp())
     quantize_int8(ce)  # what `lref eval --int8` and CrossEncoderStudent(int8=True) serve
     results["cross-encoder int8"] = rate(ce_score, args.pairs)
+    if args.ranker and args.onnx:
+        from lref.distill.ranker import CrossEncoderStudent
+
+        quality["torch int8"] = ndcg10(corpus, CrossEncoderStudent(args.ranker, int8=True))
 
     with tempfile.TemporaryDirectory() as tmp:
         path = init_tiny(Path(tmp) / "judge", args.data, vocab_size=2048, hidden_size=896, num_layers=24, num_heads=14)
@@ -104,6 +114,43 @@ def main() -> None:
     print(f"{'LLM judge (0.5B-class)':<22}{judge:>10.1f}{1.0:>10.1f}")
     for name, r in results.items():
         print(f"{name:<22}{r:>10.1f}{r / judge:>10.1f}")
+    for name, v in quality.items():
+        print(f"nDCG@10 cross-encoder {name}: {v:.4f} ({v - quality['fp32']:+.4f} against fp32)")
+
+
+def ndcg10(corpus, student) -> float:
+    """Mean nDCG@10 of a cross-encoder over every judged pair, queries scored whole (as `lref eval` does)."""
+    from lref.eval.metrics import mean_ndcg
+
+    js = corpus.judgments
+    s = student.score_pairs([j.query for j in js], [corpus.products[j.product_id] for j in js])
+    return mean_ndcg([j.query_id for j in js], [j.grade for j in js], s, 10)
+
+
+def onnx_rows(args, ce, corpus, queries, texts, results, tmp) -> dict:
+    """pairs/s of the cross-encoder on ONNX Runtime (fp32, int8) at the same length; nDCG@10 with --ranker."""
+    from lref.distill.onnx_export import OnnxCrossEncoder
+
+    src = args.ranker
+    if not src:
+        src = str(Path(tmp) / "ce")
+        ce.save_pretrained(src)
+    quality = {}
+    for int8 in (False, True):
+        student = OnnxCrossEncoder(src, int8=int8, threads=args.threads)
+        student.max_length = args.max_length
+
+        def score(n, student=student):  # plain batches of 64, as the torch rows are timed
+            student.predict(list(zip(queries[:n], texts[:n], strict=True)))
+
+        results[f"cross-encoder onnx{' int8' if int8 else ''}"] = rate(score, args.pairs)
+        if args.ranker:
+            quality["onnx int8" if int8 else "onnx fp32"] = ndcg10(corpus, student)
+    if args.ranker:
+        from lref.distill.ranker import CrossEncoderStudent
+
+        quality = {"fp32": ndcg10(corpus, CrossEncoderStudent(args.ranker)), **quality}
+    return quality
 
 
 if __name__ == "__main__":

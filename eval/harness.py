@@ -6,18 +6,31 @@ and, where the scorer has them, the label probabilities and predicted label.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
+from typing import Protocol
 
-from lref.data import Corpus
+from lref.data import Corpus, write_jsonl
 from lref.eval.metrics import compute_metrics
 from lref.eval.report import write_report
 
 log = logging.getLogger(__name__)
 
 
-def score_rows(corpus: Corpus, scorer, progress: bool = True) -> list[dict]:
+class Scorer(Protocol):
+    """What the harness runs: anything with a `name` whose `score(corpus)` gives one dict per judgment.
+
+    Each dict, in the corpus's judgment order, holds `score` and, for scorers that classify, `probs`
+    ({label: p}) and `pred_label`. The command layer decides which scorer a name means (BM25 in `lref.rag.bm25`,
+    the LLM judge in `lref.engines.judge`, the students in `lref.distill`); eval imports none of them.
+    """
+
+    name: str
+
+    def score(self, corpus: Corpus, progress: bool = True) -> list[dict]: ...
+
+
+def score_rows(corpus: Corpus, scorer: Scorer, progress: bool = True) -> list[dict]:
     results = scorer.score(corpus, progress=progress)
     if len(results) != len(corpus.judgments):
         raise RuntimeError(f"scorer {scorer.name} returned {len(results)} results for {len(corpus.judgments)} pairs")
@@ -27,19 +40,9 @@ def score_rows(corpus: Corpus, scorer, progress: bool = True) -> list[dict]:
     ]
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with Path(path).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def evaluate(corpus: Corpus, scorer, out_dir: str | Path, name: str | None = None, progress: bool = True) -> dict:
+def evaluate(
+    corpus: Corpus, scorer: Scorer, out_dir: str | Path, name: str | None = None, progress: bool = True
+) -> dict:
     """Score every judged pair, then write scores.jsonl, metrics.json, report.md and plots to `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

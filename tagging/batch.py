@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from lref.data import DataError, Product, _as_str_list, _num
+from lref.data import DataError, Product, product_from_row
 
 log = logging.getLogger(__name__)
 
@@ -33,24 +33,8 @@ def errors_path(out: str | Path) -> Path:
 
 
 def parse_product(row: dict, path: Path, line: int) -> Product:
-    """One input row as a `Product`, or `DataError` naming the line and field."""
-    for col in ("product_id", "title"):
-        if row.get(col) is None or str(row[col]).strip() == "":
-            raise DataError("missing value", path, line, col)
-    known = {"product_id", "title", "description", "bullet_points", "brand", "color", "category", "rating"}
-    known.add("rating_count")
-    return Product(
-        product_id=str(row["product_id"]).strip(),
-        title=str(row["title"]),
-        description=str(row.get("description") or ""),
-        bullet_points=str(row.get("bullet_points") or ""),
-        brand=str(row.get("brand") or ""),
-        color=str(row.get("color") or ""),
-        category=_as_str_list(row.get("category")),
-        rating=_num(row.get("rating"), float, path, line, "rating"),
-        rating_count=_num(row.get("rating_count"), int, path, line, "rating_count"),
-        extra={k: v for k, v in row.items() if k not in known},
-    )
+    """One input row as a `Product`, or `DataError` naming the line and field (the loaders' own checks)."""
+    return product_from_row(row, path, line)
 
 
 def parse_line(raw: str, path: str | Path, line: int) -> tuple[Product | None, str | None]:

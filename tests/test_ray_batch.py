@@ -221,8 +221,9 @@ def test_ray_teacher_and_score_equal_single_process(ray_cluster, esci_slice, tin
     from lref.batch.ray_job import run_pairs
     from lref.batch.shards import read_output
     from lref.data import load_dir
-    from lref.distill.teacher import make_engine, score_pairs
-    from lref.eval.scorers import LLMScorer
+    from lref.distill.teacher import score_pairs
+    from lref.engines.factory import make_engine
+    from lref.engines.judge import LLMScorer
 
     corpus = load_dir(esci_slice)
     engine = make_engine(str(tiny_model), None, batch_size=4)

@@ -12,7 +12,9 @@ from lref.engines.hf import HFEngine
 from lref.engines.openai import OpenAIEngine
 from lref.labels import ESCI
 from lref.prompts import judgment_messages
-from lref.serve.embedded import BackgroundServer, ModelHost, create_app
+from lref.serve.app import create_app
+from lref.serve.embedded import BackgroundServer
+from lref.serve.llm_host import ModelHost
 
 KEY = "test-key"
 
@@ -217,7 +219,7 @@ def test_200_concurrent_requests_each_get_their_own_answer(server, tiny_model):
 
 def test_score_and_eval_commands_through_endpoint(server, esci_slice, tiny_model, adapter, tmp_path, monkeypatch):
     from lref.cli import main
-    from lref.eval.harness import read_jsonl
+    from lref.data import read_jsonl
 
     common = ["--data", str(esci_slice), "--queries", "2"]
     assert (

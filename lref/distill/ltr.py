@@ -18,13 +18,14 @@ import numpy as np
 from lref.data import Corpus
 from lref.distill.features import (
     FEATURES,
-    BM25Index,
     coverage_features,
     load_tags,
     per_query_z,
     rating_features,
     tag_features,
 )
+from lref.distill.student import read_meta
+from lref.rag.bm25 import BM25Index
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +105,16 @@ class FeatureBuilder:
         progress: bool = False,
         ce_scores: list[float] | None = None,
         bi_scores: list[float] | None = None,
+        bm25: BM25Index | None = None,
     ) -> np.ndarray:
-        """Rows in judgment order; `ce_scores` / `bi_scores` replace the students' own (out-of-fold scores)."""
+        """Rows in judgment order; `ce_scores` / `bi_scores` replace the students' own (out-of-fold scores).
+
+        `bm25` reuses an index built over `corpus.products` (a server builds it once per catalogue).
+        """
         js = corpus.judgments
         queries = [j.query for j in js]
         prods = [corpus.products[j.product_id] for j in js]
-        bm25 = BM25Index(corpus.products)
+        bm25 = bm25 if bm25 is not None else BM25Index(corpus.products)
         ranks = {q: bm25.rank_of(q) for q in set(queries)}
         bi = bi_scores if bi_scores is not None else self.bi.score_pairs(queries, prods, progress)
         if ce_scores is not None:
@@ -150,10 +155,7 @@ def _grouped(corpus: Corpus, keep: set[str] | None = None) -> tuple[list[int], l
 
 
 def _student_queries(model_dir: str | None) -> set[str]:
-    if not model_dir:
-        return set()
-    p = Path(model_dir) / "distill.json"
-    return set(json.loads(p.read_text(encoding="utf-8")).get("train_query_ids", [])) if p.exists() else set()
+    return set(read_meta(model_dir).get("train_query_ids", []))
 
 
 def out_of_fold_scores(corpus: Corpus, fold_dirs: list[str], kind: str, progress: bool = False) -> list[float]:
@@ -312,7 +314,10 @@ def _write_importance(out_dir: Path, gain: dict, split: dict) -> None:
 
 
 class LTRModel:
-    """A saved lambdarank model with the feature builder it was trained with."""
+    """A saved lambdarank model with the feature builder it was trained with; an eval scorer (`lref eval --scorer
+    ltr`) through `score(corpus)`."""
+
+    name = "ltr"
 
     def __init__(self, booster, meta: dict, int8: bool = False):
         self.booster, self.meta = booster, meta
@@ -332,5 +337,9 @@ class LTRModel:
             )
         return cls(lgb.Booster(model_file=str(model_dir / "model.txt")), meta, int8)
 
-    def score_corpus(self, corpus: Corpus, progress: bool = False) -> np.ndarray:
-        return self.booster.predict(self.features.matrix(corpus, progress), num_threads=1)
+    def score_corpus(self, corpus: Corpus, progress: bool = False, bm25=None) -> np.ndarray:
+        """One score per judged pair; `bm25` reuses a `BM25Index` already built over `corpus.products`."""
+        return self.booster.predict(self.features.matrix(corpus, progress, bm25=bm25), num_threads=1)
+
+    def score(self, corpus: Corpus, progress: bool = True) -> list[dict]:
+        return [{"score": float(x)} for x in self.score_corpus(corpus, progress)]

@@ -18,33 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lref.config import ConfigError
 from lref.data import Corpus, Product, render_product
 
 log = logging.getLogger(__name__)
-
-
-def make_engine(
-    model: str | None,
-    endpoint: str | None,
-    adapter: str | None = None,
-    scheme: str = "esci",
-    batch_size: int = 16,
-    served_model: str | None = None,
-):
-    """A local transformers engine for `model`, or the OpenAI-compatible engine for `endpoint`."""
-    if endpoint:
-        import os
-
-        from lref.engines.openai import OpenAIEngine
-
-        key = os.environ.get("OPENAI_API_KEY")
-        return OpenAIEngine(base_url=endpoint, model=served_model or model, scheme=scheme, api_key=key)
-    if not model:
-        raise ConfigError("the teacher needs --model or --endpoint")
-    from lref.engines.hf import HFEngine
-
-    return HFEngine.from_pretrained(model, adapter=adapter, scheme=scheme, batch_size=batch_size)
 
 
 def candidate_pairs(corpus: Corpus, top_bm25: int = 10, top_dense: int = 10, embedder=None) -> list[dict]:
@@ -53,7 +29,7 @@ def candidate_pairs(corpus: Corpus, top_bm25: int = 10, top_dense: int = 10, emb
     Rows: {query_id, query, product_id, source: judged|bm25|dense, gold_grade (judged only)}, grouped by
     query so a server can reuse the cached prompt prefix.
     """
-    from lref.distill.features import BM25Index
+    from lref.rag.bm25 import BM25Index
 
     by_q: dict[str, list[dict]] = {}
     texts: dict[str, str] = {}

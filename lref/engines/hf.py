@@ -17,6 +17,30 @@ from lref.prompts import render_chat
 log = logging.getLogger(__name__)
 
 
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int):
+    """(input_ids, attention_mask, position_ids) of left-padded sequences; positions follow the mask."""
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, width - len(s) :] = torch.tensor(list(s), dtype=torch.long)
+        mask[r, width - len(s) :] = 1
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def last_token_logits(model, seqs: Sequence[Sequence[int]], pad_id: int):
+    """(len(seqs), vocab) float32 next-token logits from one left-padded forward pass (`logits_to_keep=1`).
+
+    The one batched forward pass of lref: the HF engine's scoring and the embedded server both use it.
+    """
+    dev = next(model.parameters()).device
+    ids, mask, pos = left_pad(seqs, pad_id)
+    out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), logits_to_keep=1)
+    return out.logits[:, -1, :].float()
+
+
 class HFEngine(Engine):
     def __init__(
         self, model, tokenizer, scheme: LabelScheme | str = "esci", batch_size: int = 16, max_length: int = 2048
@@ -57,22 +81,11 @@ class HFEngine(Engine):
         return out
 
     def _batches(self, encoded: list[list[int]]):
-        """Yield (indices, input_ids, attention_mask, position_ids), longest prompts first, left-padded."""
-        import torch
-
+        """Yield (indices, sequences), longest prompts first, `batch_size` at a time."""
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-        pad = self.tokenizer.pad_token_id
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            width = max(len(encoded[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):
-                n = len(encoded[i])
-                ids[r, width - n :] = torch.tensor(encoded[i])
-                mask[r, width - n :] = 1
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            yield idx, ids.to(self.device), mask.to(self.device), pos.to(self.device)
+            yield idx, [encoded[i] for i in idx]
 
     def verbalizer_logits(self, prompts: Sequence[Prompt], progress: bool = False):
         """float32 array (n, n_grades): next-token logits of each verbalizer at the answer position."""
@@ -85,9 +98,9 @@ class HFEngine(Engine):
         vid = torch.tensor(self.verbalizer_ids, device=self.device)
         bar = tqdm(total=len(encoded), desc="scoring", unit="pair", disable=not progress)
         with torch.inference_mode():
-            for idx, ids, mask, pos in self._batches(encoded):
-                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits
-                out[idx] = logits[:, -1, :].index_select(-1, vid).double().cpu().numpy()
+            for idx, seqs in self._batches(encoded):
+                logits = last_token_logits(self.model, seqs, self.tokenizer.pad_token_id)
+                out[idx] = logits.index_select(-1, vid).double().cpu().numpy()
                 bar.update(len(idx))
         bar.close()
         return out
@@ -108,7 +121,9 @@ class HFEngine(Engine):
             kwargs["temperature"] = temperature
         bar = tqdm(total=len(encoded), desc="generating", unit="prompt", disable=not progress)
         with torch.inference_mode():
-            for idx, ids, mask, _ in self._batches(encoded):
+            for idx, seqs in self._batches(encoded):
+                ids, mask, _ = left_pad(seqs, self.tokenizer.pad_token_id)
+                ids, mask = ids.to(self.device), mask.to(self.device)
                 gen = self.model.generate(
                     input_ids=ids, attention_mask=mask, pad_token_id=self.tokenizer.pad_token_id, **kwargs
                 )

@@ -234,6 +234,7 @@ class ModelCard(BaseModel):
     root: str | None = None
     parent: str | None = None
     max_model_len: int | None = None
+    kind: str | None = None  # lref: llm, ranker, ltr or recall
 
 
 class ModelList(BaseModel):
