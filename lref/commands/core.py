@@ -56,7 +56,7 @@ class InitTinyArgs:
 
 
 @dataclass(kw_only=True)
-class ScoreArgs(QueryArgs, EngineArgs, RayResumeArgs):
+class ScoreArgs(RayResumeArgs, QueryArgs, EngineArgs):
     model: str = arg(MODEL_HELP)
     out: str = arg("scores.jsonl to write (with --ray: a folder of Parquet shards)")
 

@@ -37,7 +37,7 @@ class SplitArgs(DistillCorpusArgs):
 
 
 @dataclass(kw_only=True)
-class TeacherArgs(DistillCorpusArgs, RayResumeArgs):
+class TeacherArgs(RayResumeArgs, DistillCorpusArgs):
     model: str | None = arg("teacher model folder or Hub id (transformers backend)", None, exclusive="source")
     endpoint: str | None = arg("OpenAI-compatible server URL (needs lref.engines.openai)", None, exclusive="source")
     adapter: str | None = arg("LoRA adapter folder for --model", None)

@@ -53,7 +53,7 @@ class IndexArgs(StoreArgs):
 
 
 @dataclass(kw_only=True)
-class TagArgs(LLMArgs, RayArgs):
+class TagArgs(RayArgs, LLMArgs):
     products: str = arg("products to tag (JSONL/CSV/TSV; with --ray also a folder of JSONL/Parquet/CSV shards)")
     taxonomy: str = arg(TAXONOMY)
     store: str = arg("store folder made by `lref index`", "lref_store")
