@@ -288,10 +288,9 @@ def cmd_recall(args: RecallArgs) -> int:
 def cmd_ltr(args: LtrArgs) -> int:
     from lref.distill.ltr import train_ltr
 
+    groups = args.groups()  # a bad group name fails before any data is read
     corpus = args.load()
-    meta = train_ltr(
-        corpus, args.out, feature_groups=args.groups(), **{name: getattr(args, name) for name in LTR_KEYWORDS}
-    )
+    meta = train_ltr(corpus, args.out, feature_groups=groups, **{name: getattr(args, name) for name in LTR_KEYWORDS})
     imp = ", ".join(f"{k} {v:.0f}" for k, v in sorted(meta["importance_gain"].items(), key=lambda kv: -kv[1])[:6])
     print(
         f"ltr: {meta['n_rows']} rows, {meta['n_queries']} queries, {meta['params']['rounds']} rounds; "
