@@ -56,8 +56,9 @@ def main() -> None:
     from lref.distill.attributes import FEATURE_GROUPS, GROUP_NAMES
     from lref.distill.features import FEATURES, per_query_z
     from lref.distill.ltr import FeatureBuilder, feature_names, fit_lambdarank
-    from lref.distill.ranker import CrossEncoderStudent, StudentConfig, build_examples, train_ranker
+    from lref.distill.ranker import CrossEncoderStudent, train_ranker
     from lref.distill.recall import BiEncoderStudent, train_recall
+    from lref.distill.student import StudentConfig, build_examples
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
