@@ -448,3 +448,39 @@ def test_cli_split_folds_and_fixed_test_queries(esci_slice, tmp_path):
         )
         == 2
     )
+
+
+def test_ltr_with_attribute_groups_saves_them_and_reloads(corpus, tiny_bert, tmp_path):
+    from lref.distill.attributes import FEATURE_GROUPS
+    from lref.distill.features import FEATURES
+    from lref.distill.ltr import LTRModel, train_ltr
+
+    meta = train_ltr(
+        corpus, tmp_path / "ltr", recall=tiny_bert, rounds=20, min_data_in_leaf=2, feature_groups=["colour", "units"]
+    )
+    assert meta["features"] == FEATURES + FEATURE_GROUPS["colour"] + FEATURE_GROUPS["units"]
+    assert meta["feature_groups"] == ["colour", "units"] and "colour_match" in meta["importance_gain"]
+    m = LTRModel.load(tmp_path / "ltr")
+    X = m.features.matrix(corpus)
+    assert X.shape == (len(corpus.judgments), len(meta["features"]))
+    np.testing.assert_allclose(m.score_corpus(corpus), meta["booster"].predict(X))
+    saved = json.loads((tmp_path / "ltr" / "ltr.json").read_text())
+    saved["feature_groups"] = ["colour"]  # a model whose columns this version would compute differently
+    (tmp_path / "ltr" / "ltr.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="trained on features"):
+        LTRModel.load(tmp_path / "ltr")
+
+
+def test_cli_ltr_feature_group_flags(capsys):
+    from lref.cli import main, parse
+
+    _, args, _, _ = parse(["distill", "ltr", "--data", "d", "--out", "o"])
+    assert args.groups() == ["brand", "colour", "units", "negation", "accessory", "category"]
+    _, args, _, _ = parse(["distill", "ltr", "--data", "d", "--out", "o", "--drop-feature-groups", "units", "brand"])
+    assert args.groups() == ["colour", "negation", "accessory", "category"]
+    _, args, _, _ = parse(["distill", "ltr", "--data", "d", "--out", "o", "--feature-groups", "units", "colour"])
+    assert args.groups() == ["colour", "units"]
+    _, args, _, _ = parse(["distill", "ltr", "--data", "d", "--out", "o", "--drop-feature-groups", "all"])
+    assert args.groups() == []
+    assert main(["distill", "ltr", "--data", "d", "--out", "o", "--feature-groups", "size"]) != 0
+    assert "unknown feature group 'size'" in capsys.readouterr().err

@@ -69,6 +69,14 @@ class EvalArgs(QueryArgs, EngineArgs):
     max_new_tokens: int = arg("rationale length for --scorer llm-cot", 96)
     name: str | None = arg("run name shown in comparisons (default: the scorer)", None)
     int8: bool = arg("cross-encoder / ltr: run the cross-encoder with int8 linear layers (CPU)", False)
+    perturb: Literal["stuffing", "injection", "chat-template"] | None = arg(
+        "also score with seller-written attacks on irrelevant products: the query's words appended to the title "
+        "(stuffing), an 'exact match' instruction in the description (injection), or a chat-template answer in "
+        "the title; the report adds the nDCG@10 change and the share of attacked products moved into the top 10",
+        None,
+    )
+    perturb_seed: int = arg("seed that picks the attacked products (the same for every scorer)", 0)
+    perturb_per_query: int = arg("irrelevant products attacked per query", 1)
     out: str = arg("run folder for metrics.json, scores.jsonl, report.md, plots")
 
 
@@ -185,13 +193,29 @@ def cmd_eval(args: EvalArgs) -> int:
             from lref.train.mcot import CoTScorer
 
             scorer = CoTScorer(scorer.engine, args.max_product_tokens, args.max_new_tokens)
-    m = evaluate(corpus, scorer, args.out, name=args.name)
+    m = evaluate(
+        corpus,
+        scorer,
+        args.out,
+        name=args.name,
+        perturb=args.perturb,
+        perturb_seed=args.perturb_seed,
+        perturb_per_query=args.perturb_per_query,
+    )
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     print(
         f"{m['name']}: nDCG@10 {fmt(m['ndcg@10'])} (random {fmt(m.get('ndcg@10_random'))}), "
         f"accuracy {fmt(m['accuracy'])}, macro-F1 {fmt(m['macro_f1'])}, "
         f"over-grading {fmt(m['over_grading_rate'])} over {m['n_pairs']} pairs, {m['n_queries']} queries -> {args.out}"
     )
+    if args.perturb:
+        r = m["robustness"]
+        share = "n/a" if r["share_into_top10"] is None else f"{r['share_into_top10']:.1%}"
+        print(
+            f"{args.perturb}: nDCG@10 {fmt(r['ndcg@10_clean'])} -> {fmt(r['ndcg@10_perturbed'])} "
+            f"({r['ndcg@10_change']:+.4f}); {r['moved_into_top10']} of {r['n_outside_top10_clean']} attacked "
+            f"irrelevant products moved into the top 10 ({share})"
+        )
     return 0
 
 

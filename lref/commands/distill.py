@@ -102,6 +102,7 @@ LTR_KEYWORDS = (
     *("ranker", "recall", "tags", "ranker_folds", "recall_folds", "num_leaves", "rounds", "learning_rate"),
     *("seed", "min_data_in_leaf", "valid_fraction", "early_stopping"),
 )
+GROUPS_HELP = "brand, colour, units, negation, accessory, category"
 
 
 @dataclass(kw_only=True)
@@ -125,7 +126,32 @@ class LtrArgs(DistillCorpusArgs):
     valid_fraction: float = arg("share of queries held out to early-stop (0: none)", 0.0)
     early_stopping: int = arg("rounds without validation gain before stopping", 30)
     seed: int = arg("seed of the validation split and the trees", 0)
+    feature_groups: list[str] | None = arg(
+        f"attribute feature groups to add to the base features ({GROUPS_HELP}; default: all of them)",
+        None,
+        nargs="+",
+        action="extend",
+    )
+    drop_feature_groups: list[str] | None = arg(
+        "attribute feature groups to leave out (e.g. --drop-feature-groups units negation; 'all' drops every group)",
+        None,
+        nargs="+",
+        action="extend",
+    )
     out: str = arg(OUT_MODEL)
+
+    def groups(self) -> list[str]:
+        """The attribute groups in use: --feature-groups (default all) minus --drop-feature-groups."""
+        from lref.config import ConfigError
+        from lref.distill.attributes import GROUP_NAMES, select_groups
+
+        drop = self.drop_feature_groups or []
+        if "all" in drop:
+            drop = GROUP_NAMES
+        try:
+            return select_groups(self.feature_groups, drop)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def cmd_split(args: SplitArgs) -> int:
@@ -281,8 +307,9 @@ def cmd_recall(args: RecallArgs) -> int:
 def cmd_ltr(args: LtrArgs) -> int:
     from lref.distill.ltr import train_ltr
 
+    groups = args.groups()  # a bad group name fails before any data is read
     corpus = args.load()
-    meta = train_ltr(corpus, args.out, **{name: getattr(args, name) for name in LTR_KEYWORDS})
+    meta = train_ltr(corpus, args.out, feature_groups=groups, **{name: getattr(args, name) for name in LTR_KEYWORDS})
     imp = ", ".join(f"{k} {v:.0f}" for k, v in sorted(meta["importance_gain"].items(), key=lambda kv: -kv[1])[:6])
     print(
         f"ltr: {meta['n_rows']} rows, {meta['n_queries']} queries, {meta['params']['rounds']} rounds; "
