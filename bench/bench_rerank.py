@@ -54,14 +54,14 @@ def requests_for(corpus, n: int, size: int) -> list[tuple[str, list[str]]]:
 
 
 def prepare(args, corpus, tmp: Path) -> tuple[str, str]:
-    from lref.distill.features import minilm_path
     from lref.distill.ltr import train_ltr
     from lref.distill.ranker import new_cross_encoder
+    from lref.rag.embedder import DEFAULT_MODEL, resolve_model_path
 
     ranker = args.ranker
     if not ranker:
         ranker = str(tmp / "ranker")
-        new_cross_encoder(minilm_path(), args.max_length, "mean").save_pretrained(ranker)
+        new_cross_encoder(resolve_model_path(DEFAULT_MODEL), args.max_length, "mean").save_pretrained(ranker)
     ltr = args.ltr
     if not ltr:
         ltr = str(tmp / "ltr")

@@ -33,8 +33,8 @@ def main() -> None:
 
     from lref.data import load_dir
     from lref.engines.hf import HFEngine
+    from lref.engines.judge import LLMScorer
     from lref.engines.openai import OpenAIEngine
-    from lref.eval.scorers import LLMScorer
     from lref.models import init_tiny
     from lref.serve.app import create_app
     from lref.serve.embedded import BackgroundServer

@@ -51,11 +51,14 @@ def main() -> None:
     from sentence_transformers.cross_encoder import CrossEncoder
 
     from lref.data import load_dir, render_product
-    from lref.distill.features import minilm_path, student_text
+    from lref.distill.features import student_text
     from lref.distill.ranker import new_cross_encoder, quantize_int8
     from lref.engines.hf import HFEngine
     from lref.models import init_tiny
     from lref.prompts import judgment_messages
+    from lref.rag.embedder import DEFAULT_MODEL, resolve_model_path
+
+    minilm = resolve_model_path(DEFAULT_MODEL)
 
     corpus = load_dir(args.data)
     js = (corpus.judgments * (1 + args.pairs // len(corpus.judgments)))[: args.pairs]
@@ -63,13 +66,9 @@ def main() -> None:
     texts = [student_text(corpus.products[j.product_id]) for j in js]
 
     # the student's own architecture: MiniLM -> mean pooling -> one-logit head (a trained one with --ranker)
-    ce = (
-        CrossEncoder(args.ranker, device="cpu")
-        if args.ranker
-        else new_cross_encoder(minilm_path(), args.max_length, "mean")
-    )
+    ce = CrossEncoder(args.ranker, device="cpu") if args.ranker else new_cross_encoder(minilm, args.max_length, "mean")
     ce.max_length = args.max_length
-    bi = SentenceTransformer(args.recall or minilm_path(), device="cpu")
+    bi = SentenceTransformer(args.recall or minilm, device="cpu")
     bi.max_seq_length = args.max_length
 
     def ce_score(n):

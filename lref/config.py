@@ -1,7 +1,8 @@
 """YAML recipes and flag overrides.
 
-A subcommand's `--config FILE` is a YAML mapping of its flags (dashes or underscores); flags given on
-the command line win. Recipe trees accept `--set a.b.c=value` overrides, with values parsed as YAML.
+A subcommand's `--config FILE` is a YAML mapping of its flags (dashes or underscores; read by
+`lref.commands.args.config_values`); flags given on the command line win. Recipe trees accept
+`--set a.b.c=value` overrides, with values parsed as YAML.
 """
 
 from __future__ import annotations
@@ -30,17 +31,6 @@ def load_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
-
-
-def flag_defaults(path: str | Path, known: set[str]) -> dict:
-    """A flat config's keys as argparse dests; unknown keys are an error naming the file and key."""
-    out = {}
-    for key, value in load_yaml(path).items():
-        dest = str(key).replace("-", "_")
-        if dest not in known:
-            raise ConfigError(f"{path}: unknown key {key!r} (flags of this command: {sorted(known)})")
-        out[dest] = value
-    return out
 
 
 def apply_overrides(tree: dict, overrides: list[str]) -> dict:

@@ -7,35 +7,29 @@ a user can fix the row; `DataError` is what the CLI turns into a one-line messag
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
+import math
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lref.labels import LabelError, LabelScheme, get_scheme
+from lref.tables import (  # DataError, read_table: re-exported
+    DataError,
+    is_json,
+    json_kind,
+    parse_json_object,
+    read_lines,
+    read_table,
+    show,
+)
 
 log = logging.getLogger(__name__)
 
 PRODUCT_FIELDS = ("title", "description", "bullet_points", "brand", "color", "category", "rating", "rating_count")
-
-
-class DataError(ValueError):
-    """Bad input data, located by file, line and field."""
-
-    def __init__(
-        self, message: str, path: str | Path | None = None, line: int | None = None, field: str | None = None
-    ):
-        self.path, self.line, self.field, self.reason = path, line, field, message
-        where = [str(path)] if path is not None else []
-        if line is not None:
-            where.append(f"line {line}")
-        if field is not None:
-            where.append(f"field {field!r}")
-        super().__init__(f"{', '.join(where)}: {message}" if where else message)
 
 
 @dataclass
@@ -83,105 +77,94 @@ class Corpus:
         return Corpus(js, self.products, self.scheme, {q: t for q, t in self.queries.items() if q in keep})
 
 
-# ---------------------------------------------------------------------------------------------- readers
+# ---------------------------------------------------------------------------------------------- values
+# A JSON file holds each value in its JSON type; a TSV/CSV holds text, which is parsed.
 
 
-def _check_exists(path: Path) -> None:
-    if not path.exists():
-        raise DataError("file not found", path)
-    if path.stat().st_size == 0:
-        raise DataError("file is empty", path)
+def _text(value, path, line, name) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise DataError(f"expected text, got {json_kind(value)} {show(value)}", path, line, name)
+    return value
 
 
-def read_table(path: str | Path, required: Iterable[str] = ()) -> list[tuple[int, dict]]:
-    """Rows of a TSV/CSV (by suffix) or JSONL file as (line number, dict), checking required columns."""
-    path = Path(path)
-    _check_exists(path)
-    required = list(required)
-    rows: list[tuple[int, dict]] = []
-    if path.suffix in (".jsonl", ".json", ".ndjson"):
-        with path.open(encoding="utf-8") as f:
-            for n, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    obj = json.loads(raw)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"bad JSON ({e.msg} at column {e.colno})", path, n) from None
-                if not isinstance(obj, dict):
-                    raise DataError("expected a JSON object", path, n)
-                for col in required:
-                    if col not in obj or obj[col] is None or obj[col] == "":
-                        raise DataError("missing value", path, n, col)
-                rows.append((n, obj))
-    else:
-        delim = "\t" if path.suffix in (".tsv", ".tab") else ","
-        with path.open(encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f, delimiter=delim)
-            header = reader.fieldnames or []
-            if not header:
-                raise DataError("file has no header row", path, 1)
-            for col in required:
-                if col not in header:
-                    raise DataError(f"missing column (header has {header})", path, 1, col)
-            for n, row in enumerate(reader, start=2):
-                if None in row:
-                    raise DataError(
-                        f"row has {len(header) + len(row[None])} fields, header has {len(header)}", path, n
-                    )
-                for col in required:
-                    if row.get(col) is None or row[col].strip() == "":
-                        raise DataError("missing value", path, n, col)
-                rows.append((n, row))
-    if not rows:
-        raise DataError("file has no data rows", path)
-    return rows
+def _id(value, path, line, name) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise DataError(f"expected an id (text or an integer), got {json_kind(value)} {show(value)}", path, line, name)
+    return str(value).strip()
 
 
-def _as_str_list(value) -> list[str]:
+def as_str_list(value, path=None, line=None, name=None) -> list[str]:
     if value is None:
         return []
     if isinstance(value, list):
-        return [str(v) for v in value if v is not None and str(v) != ""]
-    text = str(value)
+        bad = [v for v in value if v is not None and not isinstance(v, str)]
+        if bad:
+            raise DataError(f"expected a list of text, it holds {json_kind(bad[0])} {show(bad[0])}", path, line, name)
+        return [v for v in value if v]
+    text = _text(value, path, line, name)
     for sep in (" > ", "|", ">"):
         if sep in text:
             return [p.strip() for p in text.split(sep) if p.strip()]
     return [text] if text else []
 
 
-def _num(value, kind, path, line, name):
+def as_number(value, kind, path, line, name):
+    """A float or int field: a JSON number, or text that parses as one; None when blank."""
     if value is None or value == "":
         return None
+    what = "an integer" if kind is int else "a number"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, str | int | float)
+        or (is_json(path) and isinstance(value, str))
+    ):
+        raise DataError(f"expected {what}, got {json_kind(value)} {show(value)}", path, line, name)
     try:
-        return kind(float(value)) if kind is int else kind(value)
-    except (TypeError, ValueError):
-        raise DataError(f"not a number: {value!r}", path, line, name) from None
+        number = float(value)
+    except ValueError:
+        raise DataError(f"expected {what}, got {show(value)}", path, line, name) from None
+    if not math.isfinite(number) or (kind is int and not number.is_integer()):
+        raise DataError(f"expected {what}, got {show(value)}", path, line, name)
+    return int(number) if kind is int else number
+
+
+def product_from_row(
+    row: Mapping, path: str | Path | None = None, line: int | None = None, mapping: Mapping[str, str] | None = None
+) -> Product:
+    """One table row as a `Product`, checking every value's type; DataError names the line and field.
+
+    `mapping` renames file columns to Product fields ({field: column}); unmapped columns go to `extra`.
+    """
+    col = {f: (mapping or {}).get(f, f) for f in ("product_id", *PRODUCT_FIELDS)}
+    for f in ("product_id", "title"):
+        value = row.get(col[f])
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise DataError("missing value", path, line, col[f])
+    return Product(
+        product_id=_id(row[col["product_id"]], path, line, col["product_id"]),
+        **{f: _text(row.get(col[f]), path, line, col[f]) for f in PRODUCT_FIELDS[:5]},  # title .. color
+        category=as_str_list(row.get(col["category"]), path, line, col["category"]),
+        rating=as_number(row.get(col["rating"]), float, path, line, col["rating"]),
+        rating_count=as_number(row.get(col["rating_count"]), int, path, line, col["rating_count"]),
+        extra={k: v for k, v in row.items() if k not in col.values()},
+    )
 
 
 def load_products(path: str | Path, mapping: Mapping[str, str] | None = None) -> dict[str, Product]:
     """Products from JSONL/CSV/TSV. `mapping` renames file columns to Product fields ({field: column})."""
     path = Path(path)
-    mapping = dict(mapping or {})
-    col = {f: mapping.get(f, f) for f in ("product_id", *PRODUCT_FIELDS)}
+    c_pid, c_title = (mapping or {}).get("product_id", "product_id"), (mapping or {}).get("title", "title")
     products: dict[str, Product] = {}
-    for n, row in read_table(path, required=[col["product_id"], col["title"]]):
-        pid = str(row[col["product_id"]]).strip()
+    first: dict[str, int] = {}
+    for n, row in read_table(path, required=[c_pid, c_title]):
+        product = product_from_row(row, path, n, mapping)
+        pid = product.product_id
         if pid in products:
-            raise DataError(f"duplicate product_id {pid!r}", path, n, col["product_id"])
-        known = set(col.values())
-        products[pid] = Product(
-            product_id=pid,
-            title=str(row[col["title"]]),
-            description=str(row.get(col["description"]) or ""),
-            bullet_points=str(row.get(col["bullet_points"]) or ""),
-            brand=str(row.get(col["brand"]) or ""),
-            color=str(row.get(col["color"]) or ""),
-            category=_as_str_list(row.get(col["category"])),
-            rating=_num(row.get(col["rating"]), float, path, n, col["rating"]),
-            rating_count=_num(row.get(col["rating_count"]), int, path, n, col["rating_count"]),
-            extra={k: v for k, v in row.items() if k not in known},
-        )
+            raise DataError(f"duplicate product_id {pid!r} (first at line {first[pid]})", path, n, c_pid)
+        first[pid] = n
+        products[pid] = product
     return products
 
 
@@ -193,7 +176,8 @@ def load_judgments(
     products_path: str | Path | None = None,
 ) -> list[Judgment]:
     """Judgments from TSV/CSV/JSONL. The label column may hold a label name ("E") or a grade value ("3")
-    when mapped by `mapping={"label": "grade"}`. Products, when given, must contain every product_id."""
+    when mapped by `mapping={"label": "grade"}`. A separate grade column, when present, must agree with the
+    label. Products, when given, must contain every product_id."""
     path = Path(path)
     scheme = get_scheme(scheme)
     mapping = dict(mapping or {})
@@ -201,39 +185,70 @@ def load_judgments(
     c_q = mapping.get("query", "query")
     c_pid = mapping.get("product_id", "product_id")
     c_label = mapping.get("label", "esci_label" if scheme.name == "esci" else "label")
+    c_grade = mapping.get("grade", "grade")
     out: list[Judgment] = []
-    seen: set[tuple[str, str]] = set()
+    seen: dict[tuple[str, str], int] = {}
     for n, row in read_table(path, required=[c_qid, c_q, c_pid, c_label]):
-        qid, pid = str(row[c_qid]).strip(), str(row[c_pid]).strip()
-        raw = str(row[c_label]).strip()
+        qid, pid = _id(row[c_qid], path, n, c_qid), _id(row[c_pid], path, n, c_pid)
+        query = _text(row[c_q], path, n, c_q)
+        raw = row[c_label]
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+            raise DataError(f"expected a label or a grade, got {json_kind(raw)} {show(raw)}", path, n, c_label)
+        raw = str(raw).strip()
         try:
             idx = scheme.index(raw)
         except LabelError:
-            idx = _index_by_value(scheme, raw)
+            idx = _index_by_value(scheme, raw, path, n, c_label)
             if idx is None:
                 raise DataError(
                     f"unknown label {raw!r} (scheme {scheme.name}: {scheme.labels})", path, n, c_label
                 ) from None
+        g = scheme.grades[idx]
+        if c_grade != c_label and row.get(c_grade) not in (None, ""):
+            given = scheme.grades[_index_by_value(scheme, row[c_grade], path, n, c_grade, required=True)]
+            if given.value != g.value:
+                pairs = ", ".join(f"{x.label}={x.value}" for x in scheme.grades)
+                raise DataError(
+                    f"grade {given.value} disagrees with label {g.label!r} ({scheme.name}: {pairs})", path, n, c_grade
+                )
         if products is not None and pid not in products:
             where = f" in {products_path}" if products_path else ""
             raise DataError(f"product {pid!r} not found{where}", path, n, c_pid)
         if (qid, pid) in seen:
-            raise DataError(f"duplicate judgment for query {qid!r} and product {pid!r}", path, n)
-        seen.add((qid, pid))
-        g = scheme.grades[idx]
-        out.append(Judgment(qid, str(row[c_q]), pid, g.label, g.value))
+            raise DataError(
+                f"duplicate judgment for query {qid!r} and product {pid!r} (first at line {seen[qid, pid]})", path, n
+            )
+        seen[qid, pid] = n
+        out.append(Judgment(qid, query, pid, g.label, g.value))
     return out
 
 
-def _index_by_value(scheme: LabelScheme, raw: str) -> int | None:
+def _index_by_value(scheme: LabelScheme, raw, path, line, name, required: bool = False) -> int | None:
+    """Position of the grade with this numeric value. None for text that is not a number (unless `required`);
+    DataError for a number that is not an integer or not a grade of the scheme."""
+    if is_json(path) and isinstance(raw, str) and required:
+        raise DataError(f"expected an integer grade, got text {show(raw)}", path, line, name)
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise DataError(f"expected an integer grade, got {json_kind(raw)} {show(raw)}", path, line, name)
+    text = str(raw).strip()
     try:
-        value = int(raw)
+        value = int(text)
     except ValueError:
-        return None
+        try:
+            float(text)
+        except ValueError:
+            if not required:
+                return None
+        raise DataError(f"grade {show(raw)} is not an integer", path, line, name) from None
     for i, g in enumerate(scheme.grades):
         if g.value == value:
             return i
-    return None
+    raise DataError(
+        f"grade {value} is outside the {scheme.name} scheme's range {scheme.min_value}..{scheme.max_value}",
+        path,
+        line,
+        name,
+    )
 
 
 def load_dir(data_dir: str | Path, judgments: str | Path | None = None, scheme: LabelScheme | str = "esci") -> Corpus:
@@ -251,8 +266,13 @@ def load_dir(data_dir: str | Path, judgments: str | Path | None = None, scheme: 
     queries = {j.query_id: j.query for j in js}
     qpath = data_dir / "queries.tsv"
     if qpath.exists() and not judgments:
-        for _, row in read_table(qpath, required=["query_id", "query"]):
-            queries.setdefault(str(row["query_id"]), row["query"])
+        first: dict[str, int] = {}
+        for n, row in read_table(qpath, required=["query_id", "query"]):
+            qid = _id(row["query_id"], qpath, n, "query_id")
+            if qid in first:
+                raise DataError(f"duplicate query_id {qid!r} (first at line {first[qid]})", qpath, n, "query_id")
+            first[qid] = n
+            queries.setdefault(qid, _text(row["query"], qpath, n, "query"))
     log.info(
         "loaded %d judgments over %d queries and %d products", len(js), len({j.query_id for j in js}), len(products)
     )
@@ -356,3 +376,23 @@ def to_dataset(corpus: Corpus, max_product_tokens: int = 256, tokenizer=None):
     import datasets
 
     return datasets.Dataset.from_list(to_records(corpus, max_product_tokens, tokenizer))
+
+
+# ---------------------------------------------------------------------------------------------- JSONL
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
+    """Write one JSON object per line (UTF-8, non-ASCII kept), creating the parent folder; replaces the file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The objects of a JSONL file, skipping blank lines, through the same located checks as `read_table`."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:  # an output that was started but holds nothing yet
+        return []
+    return [parse_json_object(text, path, n) for n, text in read_lines(path) if text.strip()]

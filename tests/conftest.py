@@ -6,8 +6,11 @@ fixed number of threads.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -19,6 +22,9 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["ANONYMIZED_TELEMETRY"] = "False"
 os.environ["MPLBACKEND"] = "Agg"
 os.environ.setdefault("TQDM_DISABLE", "1")
+# the on-disk embedding cache of this test run: fresh, shared by subprocesses, removed at exit
+os.environ["LREF_EMBED_CACHE"] = tempfile.mkdtemp(prefix="lref-embed-cache-")
+atexit.register(shutil.rmtree, os.environ["LREF_EMBED_CACHE"], True)
 
 import pytest  # noqa: E402
 
@@ -76,7 +82,7 @@ def tiny_bert(tmp_path_factory):
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from lref.distill.features import minilm_path
+    from lref.rag.embedder import DEFAULT_MODEL, resolve_model_path
 
     torch.manual_seed(0)
     cfg = BertConfig(
@@ -89,5 +95,5 @@ def tiny_bert(tmp_path_factory):
     )
     path = tmp_path_factory.mktemp("tiny_bert")
     BertModel(cfg).save_pretrained(path)
-    AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(path)
+    AutoTokenizer.from_pretrained(resolve_model_path(DEFAULT_MODEL)).save_pretrained(path)
     return str(path)

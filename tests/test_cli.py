@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from lref.cli import main
-from lref.eval.harness import read_jsonl
+from lref.data import read_jsonl
 from lref.eval.metrics import compute_metrics
 from lref.labels import ESCI
 

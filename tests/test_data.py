@@ -79,10 +79,10 @@ def test_bad_json_line_and_missing_title(tmp_path):
     with pytest.raises(DataError, match=r"products.jsonl, line 2: bad JSON"):
         load_products(p)
     p.write_text('{"product_id": "A"}\n')
-    with pytest.raises(DataError, match=r"products.jsonl, line 1, field 'title': missing value"):
+    with pytest.raises(DataError, match=r"products.jsonl, line 1, field 'title': missing field"):
         load_products(p)
     p.write_text('{"product_id": "A", "title": "t", "rating": "five"}\n')
-    with pytest.raises(DataError, match=r"line 1, field 'rating': not a number"):
+    with pytest.raises(DataError, match=r"line 1, field 'rating': expected a number, got text 'five'"):
         load_products(p)
 
 

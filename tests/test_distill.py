@@ -33,7 +33,7 @@ def corpus(esci_slice):
 
 def _tiny_examples(corpus, n_per_query=4):
     """A handful of gold examples per query, with both relevant and irrelevant products."""
-    from lref.distill.ranker import build_examples
+    from lref.distill.student import build_examples
 
     ex = build_examples(corpus)
     out = []
@@ -44,7 +44,7 @@ def _tiny_examples(corpus, n_per_query=4):
 
 
 def _small_cfg(base, **kw):
-    from lref.distill.ranker import StudentConfig
+    from lref.distill.student import StudentConfig
 
     base = {
         "base": base,
@@ -66,7 +66,7 @@ def _pairs(corpus, n=6):
 
 
 def test_build_examples_mixes_gold_and_teacher_and_ignores_other_queries(corpus):
-    from lref.distill.ranker import build_examples
+    from lref.distill.student import build_examples
 
     j = corpus.judgments[0]
     top = corpus.scheme.max_value
@@ -123,8 +123,8 @@ def test_recall_student_trains_indexes_and_measures_recall(corpus, tiny_bert, tm
     import chromadb.utils.embedding_functions as efs
 
     from lref.distill.features import student_text
-    from lref.distill.index import VectorIndex
     from lref.distill.recall import BiEncoderStudent, build_index, recall_at_k, train_recall
+    from lref.rag.store import CATALOGUE, Store
 
     def boom(*a, **k):
         raise AssertionError("chroma's default embedding function must never run")
@@ -140,9 +140,9 @@ def test_recall_student_trains_indexes_and_measures_recall(corpus, tiny_bert, tm
     np.testing.assert_allclose(student.embed_products(prods), trained, atol=1e-5)
 
     index, ids, emb = build_index(student, corpus.products, tmp_path / "index", progress=False)
-    reopened = VectorIndex(tmp_path / "index")  # a fresh client reads the persisted collection
-    assert len(reopened) == len(corpus.products)
-    assert [r[0] for r in reopened.query(emb[:3], 1)] == ids[:3]
+    reopened = Store(tmp_path / "index")  # a fresh client reads the persisted collection
+    assert reopened.names == [CATALOGUE] and reopened.count(CATALOGUE) == len(corpus.products)
+    assert [hits[0].id for hits in reopened.query(CATALOGUE, emb[:3], 1)] == ids[:3]
 
     res = recall_at_k(corpus, student, reopened, ids, emb, ks=(5, len(ids)))
     assert res["n_queries"] == 4 and res["catalogue_size"] == len(ids)
@@ -157,7 +157,8 @@ def test_recall_student_trains_indexes_and_measures_recall(corpus, tiny_bert, tm
 
 
 def test_query_lists_keep_queries_apart_and_every_example_once(corpus):
-    from lref.distill.ranker import build_examples, query_lists
+    from lref.distill.ranker import query_lists
+    from lref.distill.student import build_examples
 
     ex = build_examples(corpus)
     lists = query_lists(ex, size=4)
@@ -258,7 +259,8 @@ class _Interrupting:
 
 def test_teacher_scoring_resumes_each_pair_exactly_once(corpus, tiny_model, tiny_bert, tmp_path):
     from lref.distill.recall import BiEncoderStudent
-    from lref.distill.teacher import candidate_pairs, make_engine, score_pairs
+    from lref.distill.teacher import candidate_pairs, score_pairs
+    from lref.engines.factory import make_engine
 
     engine = make_engine(str(tiny_model), None, batch_size=8)
     engine.name = "tiny"
@@ -297,7 +299,8 @@ def test_teacher_scoring_resumes_each_pair_exactly_once(corpus, tiny_model, tiny
 
 
 def test_teacher_bad_pairs_go_to_the_errors_file(corpus, tiny_model, tmp_path):
-    from lref.distill.teacher import make_engine, score_pairs
+    from lref.distill.teacher import score_pairs
+    from lref.engines.factory import make_engine
 
     engine = make_engine(str(tiny_model), None)
     j = corpus.judgments[0]
@@ -379,7 +382,8 @@ def test_kfold_by_query_puts_every_query_in_one_fold():
 
 def test_out_of_fold_scores_use_a_student_that_never_saw_the_query(corpus, tiny_bert, tmp_path):
     from lref.distill.ltr import out_of_fold_scores, train_ltr
-    from lref.distill.ranker import CrossEncoderStudent, build_examples, train_ranker
+    from lref.distill.ranker import CrossEncoderStudent, train_ranker
+    from lref.distill.student import build_examples
 
     q = corpus.query_ids  # 4 queries, 2 folds
     folds = [q[:2], q[2:]]
@@ -444,3 +448,39 @@ def test_cli_split_folds_and_fixed_test_queries(esci_slice, tmp_path):
         )
         == 2
     )
+
+
+def test_ltr_with_attribute_groups_saves_them_and_reloads(corpus, tiny_bert, tmp_path):
+    from lref.distill.attributes import FEATURE_GROUPS
+    from lref.distill.features import FEATURES
+    from lref.distill.ltr import LTRModel, train_ltr
+
+    meta = train_ltr(
+        corpus, tmp_path / "ltr", recall=tiny_bert, rounds=20, min_data_in_leaf=2, feature_groups=["colour", "units"]
+    )
+    assert meta["features"] == FEATURES + FEATURE_GROUPS["colour"] + FEATURE_GROUPS["units"]
+    assert meta["feature_groups"] == ["colour", "units"] and "colour_match" in meta["importance_gain"]
+    m = LTRModel.load(tmp_path / "ltr")
+    X = m.features.matrix(corpus)
+    assert X.shape == (len(corpus.judgments), len(meta["features"]))
+    np.testing.assert_allclose(m.score_corpus(corpus), meta["booster"].predict(X))
+    saved = json.loads((tmp_path / "ltr" / "ltr.json").read_text())
+    saved["feature_groups"] = ["colour"]  # a model whose columns this version would compute differently
+    (tmp_path / "ltr" / "ltr.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="trained on features"):
+        LTRModel.load(tmp_path / "ltr")
+
+
+def test_cli_ltr_feature_group_flags(capsys):
+    from lref.cli import main, parse
+
+    _, args, _, _ = parse(["distill", "ltr", "--data", "d", "--out", "o"])
+    assert args.groups() == ["brand", "colour", "units", "negation", "accessory", "category"]
+    _, args, _, _ = parse(["distill", "ltr", "--data", "d", "--out", "o", "--drop-feature-groups", "units", "brand"])
+    assert args.groups() == ["colour", "negation", "accessory", "category"]
+    _, args, _, _ = parse(["distill", "ltr", "--data", "d", "--out", "o", "--feature-groups", "units", "colour"])
+    assert args.groups() == ["colour", "units"]
+    _, args, _, _ = parse(["distill", "ltr", "--data", "d", "--out", "o", "--drop-feature-groups", "all"])
+    assert args.groups() == []
+    assert main(["distill", "ltr", "--data", "d", "--out", "o", "--feature-groups", "size"]) != 0
+    assert "unknown feature group 'size'" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -38,6 +39,39 @@ def test_false_becomes_no_flag_where_the_command_has_one():
     argv = stage_argv({"command": "sft", "args": {"lora": False, "packing": False, "resume": False}}, neg)
     assert argv == ["sft", "--no-lora", "--no-packing"]
     assert "--no-test-fraction" not in negatable_flags("distill split")
+
+
+@pytest.mark.parametrize("recipe", sorted(Path("recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_names_only_known_flags(recipe):
+    """Each stage of the recipes in recipes/ parses to its subcommand's dataclass, as written."""
+    from lref.cli import parse
+    from lref.config import load_yaml
+    from lref.recipe import check_stages, negatable_flags, stage_command
+
+    stages = resolve(load_yaml(recipe), "OUT", "recipes")["stages"]
+    check_stages(recipe, stages)
+    for stage in stages:
+        cmd = stage_command(stage)
+        parsed, args, extra, _ = parse(stage_argv(stage, negatable_flags(cmd.path)))
+        assert parsed is cmd and extra == []
+        for key, value in (stage.get("args") or {}).items():
+            if key.startswith("no_") and value is True and hasattr(args, key[3:]):
+                assert getattr(args, key[3:]) is False  # no_lora: true -> --no-lora -> lora False
+            elif key != "positional" and value is not None and not isinstance(value, bool):
+                got = getattr(args, key)
+                want = [value] if isinstance(got, list) and not isinstance(value, list) else value
+                assert got == want or str(got) == str(want) or float(got) == float(want), key
+
+
+def test_unknown_stage_key_is_refused_before_any_stage_runs(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("stages:\n  - {name: e, command: eval, args: {data: d, out: o, scorr: bm25}}\n")
+    with pytest.raises(ConfigError, match="stage 'e': unknown key 'scorr'"):
+        run_recipe(recipe, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    recipe.write_text("stages:\n  - {command: distill, args: {positional: rank}}\n")
+    with pytest.raises(ConfigError, match="no lref command"):
+        run_recipe(recipe, tmp_path / "out")
 
 
 def test_stage_argv():

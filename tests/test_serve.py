@@ -219,7 +219,7 @@ def test_200_concurrent_requests_each_get_their_own_answer(server, tiny_model):
 
 def test_score_and_eval_commands_through_endpoint(server, esci_slice, tiny_model, adapter, tmp_path, monkeypatch):
     from lref.cli import main
-    from lref.eval.harness import read_jsonl
+    from lref.data import read_jsonl
 
     common = ["--data", str(esci_slice), "--queries", "2"]
     assert (

@@ -6,11 +6,13 @@ import random
 import numpy as np
 import pytest
 
+from lref.commands.stage_eval import evaluate_model, harness_evaluator
 from lref.data import Corpus, Judgment, Product
 from lref.labels import BINARY, ESCI
 from lref.train.dpo import dpo_config, mine_overgraded, train_dpo
 from lref.train.mcot import AttributeTeacher, build_rationales, cot_score, slot_label
-from lref.train.sft import LoraSpec, evaluate_model, sft_config, sft_dataset, train_sft
+from lref.train.sft import sft_config, sft_dataset, train_sft
+from lref.train.stage import LoraSpec
 
 WORDS = {"E": ["apple", "pear", "plum"], "I": ["zebra", "tiger", "lion"]}
 
@@ -65,7 +67,9 @@ def test_sft_learns_a_rule_and_evaluates_each_epoch(tiny_model, tmp_path):
     recs, _ = synthetic(64, 1, labels=("yes", "no"), scheme=BINARY)
     val_recs, val = synthetic(24, 2, labels=("yes", "no"), scheme=BINARY)
     cfg = fast(tmp_path, num_train_epochs=6, learning_rate=1e-3, logging_steps=8)
-    s = train_sft(tiny_model, sft_dataset(recs, BINARY), tmp_path, cfg, LoraSpec(enabled=False), eval_corpus=val)
+    s = train_sft(
+        tiny_model, sft_dataset(recs, BINARY), tmp_path, cfg, LoraSpec(enabled=False), evaluate=harness_evaluator(val)
+    )
     evals = [json.loads(x)["eval"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
     assert len(evals) == 6  # one per epoch, with the harness metrics
     assert set(evals[0]) >= {"macro_f1", "accuracy", "over_grading_rate", "ndcg@10"}
@@ -133,7 +137,9 @@ def test_dpo_lowers_over_grading(tiny_model, tmp_path):
     cfg = dpo_config(
         tmp_path / "dpo", max_steps=8, learning_rate=3e-3, logging_steps=1, save_strategy="no", loss_type=["sigmoid"]
     )
-    s = train_dpo(sft["model"], recs, ESCI, tmp_path / "dpo", cfg, LoraSpec(enabled=False), eval_corpus=val)
+    s = train_dpo(
+        sft["model"], recs, ESCI, tmp_path / "dpo", cfg, LoraSpec(enabled=False), evaluate=harness_evaluator(val)
+    )
     assert s["pairs"] == 16  # the I rows, each with E as the rejected over-grade
     pairs = [json.loads(x) for x in (tmp_path / "dpo" / "pairs.jsonl").read_text().splitlines()]
     assert {(p["chosen"], p["rejected"]) for p in pairs} == {("I", "E")}

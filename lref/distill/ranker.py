@@ -11,100 +11,19 @@ within a query, which is what the ranking is judged on).
 
 from __future__ import annotations
 
-import json
 import logging
 import random
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 
-from lref.data import Corpus, Product
-from lref.distill.features import STUDENT_PRODUCT_WORDS, minilm_path, student_text
+from lref.data import Product
+from lref.distill.features import STUDENT_PRODUCT_WORDS, student_text
+from lref.distill.student import PairStudent, StudentConfig, by_query, fit_and_save, read_meta, student_folder
+from lref.rag.embedder import DEFAULT_MODEL, resolve_model_path
 
 log = logging.getLogger(__name__)
 LOSSES = ("mse", "bce", "margin-mse", "lambda")
-
-
-@dataclass
-class StudentConfig:
-    """Training settings shared by the students (small defaults: they train on CPU)."""
-
-    base: str | None = None  # model folder; None = the local MiniLM weights
-    loss: str = "mse"
-    gold_weight: float = 1.0  # weight of the gold grade in the target of judged pairs
-    include_augmented: bool = True  # train on teacher-scored pairs that have no gold grade
-    max_length: int = 64
-    max_words: int = STUDENT_PRODUCT_WORDS
-    epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 16
-    learning_rate: float = 5e-5
-    warmup_ratio: float = 0.1
-    seed: int = 0
-    pairs_per_query: int = 32  # margin-mse / triplet pairs sampled per query
-    list_size: int = 16  # products per list for the listwise `lambda` loss (batch_size counts lists)
-    pooling: str = (
-        "mean"  # ranker head on "mean" of the token vectors or on "cls" (BERT pooler); see new_cross_encoder
-    )
-    extra: dict = field(default_factory=dict)
-
-
-def read_teacher(path: str | Path) -> list[dict]:
-    """Rows of a teacher scores file (see `lref.distill.teacher`); each needs query_id, product_id, score."""
-    from lref.data import read_table
-
-    return [r for _, r in read_table(path, required=("query_id", "query", "product_id", "score"))]
-
-
-def build_examples(
-    corpus: Corpus,
-    teacher: Iterable[dict] | None = None,
-    gold_weight: float = 1.0,
-    include_augmented: bool = True,
-) -> list[dict]:
-    """Training rows {query_id, query, product_id, target, gold} for the corpus's queries only.
-
-    Teacher rows for other queries are ignored, so a test split never leaks into training.
-    """
-    if not 0.0 <= gold_weight <= 1.0:
-        raise ValueError(f"gold_weight must be in [0, 1], got {gold_weight}")
-    teach = {}
-    qids = {j.query_id for j in corpus.judgments}
-    for r in teacher or ():
-        if str(r["query_id"]) in qids:
-            teach[(str(r["query_id"]), str(r["product_id"]))] = r
-    out = []
-    judged = set()
-    for j in corpus.judgments:
-        gold = corpus.scheme.normalise(j.grade)
-        t = teach.get((j.query_id, j.product_id))
-        target = gold if t is None else gold_weight * gold + (1 - gold_weight) * float(t["score"])
-        out.append(
-            {"query_id": j.query_id, "query": j.query, "product_id": j.product_id, "target": target, "gold": gold}
-        )
-        judged.add((j.query_id, j.product_id))
-    if include_augmented and gold_weight < 1.0:
-        for key, t in teach.items():
-            if key not in judged and key[1] in corpus.products:
-                out.append(
-                    {
-                        "query_id": key[0],
-                        "query": t["query"],
-                        "product_id": key[1],
-                        "target": float(t["score"]),
-                        "gold": None,
-                    }
-                )
-    return out
-
-
-def by_query(examples: list[dict]) -> list[list[dict]]:
-    """The examples grouped by query_id, queries in sorted order (so seeded sampling repeats)."""
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for e in examples:
-        groups[e["query_id"]].append(e)
-    return [groups[q] for q in sorted(groups)]
 
 
 def margin_triplets(examples: list[dict], per_query: int, seed: int = 0, min_margin: float = 0.1) -> list[dict]:
@@ -130,28 +49,6 @@ def query_lists(examples: list[dict], size: int, seed: int = 0) -> list[list[dic
         n = -(-len(rows) // size)  # lists of near-equal length
         out += [rows[i::n] for i in range(n) if len(rows[i::n]) > 1]
     return out
-
-
-def _loss_history(trainer) -> list[float]:
-    return [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
-
-
-def _training_args(cfg: StudentConfig, out_dir: Path, n_rows: int, cls):
-    return cls(
-        output_dir=str(out_dir / "_checkpoints"),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        warmup_steps=int(cfg.warmup_ratio * max(1, cfg.max_steps if cfg.max_steps > 0 else n_rows // cfg.batch_size)),
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        seed=cfg.seed,
-        dataloader_drop_last=False,
-        disable_tqdm=False,
-    )
 
 
 def new_cross_encoder(base: str, max_length: int, pooling: str = "cls"):
@@ -196,7 +93,7 @@ def train_ranker(
         raise ValueError("no training examples")
     out_dir = Path(out_dir)
     torch.manual_seed(cfg.seed)
-    model = new_cross_encoder(cfg.base or minilm_path(), cfg.max_length, cfg.pooling)
+    model = new_cross_encoder(resolve_model_path(cfg.base or DEFAULT_MODEL), cfg.max_length, cfg.pooling)
     text = {pid: student_text(products[pid], cfg.max_words) for pid in {e["product_id"] for e in examples}}
     if cfg.loss == "margin-mse":
         trip = margin_triplets(examples, cfg.pairs_per_query, cfg.seed)
@@ -236,28 +133,19 @@ def train_ranker(
         else:
             loss = losses.BinaryCrossEntropyLoss(model)
     ds = ds.shuffle(seed=cfg.seed)
-    args = _training_args(cfg, out_dir, len(ds), CrossEncoderTrainingArguments)
-    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=ds, loss=loss)
-    trainer.train()
-    history = _loss_history(trainer)
-    model.save_pretrained(str(out_dir))
     meta = {
         "kind": "cross-encoder",
         "config": asdict(cfg),
         "n_train_rows": len(ds),
         "n_examples": len(examples),
         "n_augmented": sum(e["gold"] is None for e in examples),
-        "train_query_ids": sorted({e["query_id"] for e in examples}),
-        "loss_history": history,
     }
-    (out_dir / "distill.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    log.info("ranker saved to %s (%d rows, loss %.4f -> %.4f)", out_dir, len(ds), history[0], history[-1])
-    return {**meta, "model": model}
-
-
-def read_meta(model_dir: str | Path) -> dict:
-    p = Path(model_dir) / "distill.json"
-    return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
+    meta = fit_and_save(
+        model, ds, loss, cfg, out_dir, len(ds), CrossEncoderTrainer, CrossEncoderTrainingArguments, meta, examples
+    )
+    h = meta["loss_history"]
+    log.info("ranker saved to %s (%d rows, loss %.4f -> %.4f)", out_dir, len(ds), h[0], h[-1])
+    return meta
 
 
 def quantize_int8(model):
@@ -278,18 +166,19 @@ def quantize_int8(model):
     return model
 
 
-class CrossEncoderStudent:
+class CrossEncoderStudent(PairStudent):
     """A saved cross-encoder student: score (query, product) pairs (sigmoid of its logit, in [0, 1]).
 
-    `int8=True` quantizes its linear layers (`quantize_int8`) after loading, for CPU serving.
+    `int8=True` quantizes its linear layers (`quantize_int8`) after loading, for CPU serving. As an eval
+    scorer (`score(corpus)`) it is `lref eval --scorer cross-encoder`.
     """
+
+    name = "cross-encoder"
 
     def __init__(self, model_dir: str | Path, batch_size: int = 64, int8: bool = False):
         from sentence_transformers.cross_encoder import CrossEncoder
 
-        if not Path(model_dir).is_dir():
-            raise FileNotFoundError(f"cross-encoder model folder not found: {model_dir}")
-        self.model = CrossEncoder(str(model_dir), device="cpu")
+        self.model = CrossEncoder(str(student_folder(model_dir, "cross-encoder")), device="cpu")
         self.int8 = int8
         if int8:
             quantize_int8(self.model)

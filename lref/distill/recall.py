@@ -6,8 +6,10 @@ below `neg_threshold` are its hard negatives (judged irrelevant pairs, or teache
 neighbours that the teacher rejects). Losses: MultipleNegativesRanking (in-batch and hard negatives),
 MarginMSE on the teacher's target margins, or both (multi-dataset training, one loss each).
 
-`recall_at_k` measures, over the whole catalogue, how many relevant products appear in the top k of
-the approximate index, of exact search on the same embeddings, and of BM25.
+`build_index` stores the student's catalogue embeddings in a `lref.rag.store.Store` (collection
+`lref_products`), the same vector store that serves tagging. `recall_at_k` measures, over the whole
+catalogue, how many relevant products appear in the top k of that approximate index, of exact search on
+the same embeddings, and of BM25.
 """
 
 from __future__ import annotations
@@ -19,40 +21,44 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lref.data import Corpus, Product
-from lref.distill.features import STUDENT_PRODUCT_WORDS, BM25Index, minilm_path, student_text
-from lref.distill.ranker import StudentConfig, _loss_history, _training_args, by_query, read_meta
+from lref.distill.features import STUDENT_PRODUCT_WORDS, student_text
+from lref.distill.student import PairStudent, StudentConfig, by_query, fit_and_save, read_meta, student_folder
+from lref.rag.bm25 import BM25Index
+from lref.rag.embedder import DEFAULT_MODEL, Embedder, load_sentence_transformer
+
+if TYPE_CHECKING:  # chromadb loads only when an index is built or read
+    from lref.rag.store import Store
 
 log = logging.getLogger(__name__)
 LOSSES = ("mnrl", "margin-mse", "both")
 
 
-class BiEncoderStudent:
-    """A sentence-transformers bi-encoder: normalised embeddings, cosine scores. None = zero-shot MiniLM."""
+class BiEncoderStudent(PairStudent):
+    """A sentence-transformers bi-encoder: normalised embeddings, cosine scores. None = zero-shot MiniLM.
+
+    It embeds through `lref.rag.embedder.Embedder`, so its vectors come from (and go to) the on-disk
+    embedding cache. As an eval scorer (`score(corpus)`) it is `lref eval --scorer bi-encoder`.
+    """
+
+    name = "bi-encoder"
 
     def __init__(self, model_dir: str | Path | None = None, batch_size: int = 64):
-        from sentence_transformers import SentenceTransformer
-
-        path = str(model_dir) if model_dir else minilm_path()
-        if not Path(path).is_dir():
-            raise FileNotFoundError(f"bi-encoder model folder not found: {path}")
-        self.model = SentenceTransformer(path, device="cpu")
-        self.max_words = read_meta(path).get("config", {}).get("max_words", STUDENT_PRODUCT_WORDS)
+        spec = str(student_folder(model_dir, "bi-encoder")) if model_dir else DEFAULT_MODEL
+        self.embedder = Embedder(spec, batch_size)
+        self.max_words = read_meta(model_dir).get("config", {}).get("max_words", STUDENT_PRODUCT_WORDS)
         self.batch_size = batch_size
 
+    @property
+    def model(self):
+        return self.embedder.model
+
     def embed_texts(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.model.get_sentence_embedding_dimension()), dtype=np.float32)
-        return self.model.encode(
-            texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=progress,
-        ).astype(np.float32)
+        return self.embedder.encode(texts, progress)
 
     def embed_products(self, products: list[Product], progress: bool = False) -> np.ndarray:
         return self.embed_texts([student_text(p, self.max_words) for p in products], progress)
@@ -105,18 +111,14 @@ def train_recall(
     """Fine-tune the bi-encoder and save it to `out_dir` with `distill.json`; returns its metadata and the `model`."""
     import datasets
     import torch
-    from sentence_transformers import (
-        SentenceTransformer,
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
     from sentence_transformers.sentence_transformer import losses
 
     loss_name = cfg.loss if cfg.loss in LOSSES else "mnrl"
     out_dir = Path(out_dir)
     torch.manual_seed(cfg.seed)
-    model = SentenceTransformer(cfg.base or minilm_path(), device="cpu")
+    model = load_sentence_transformer(cfg.base or DEFAULT_MODEL, shared=False)
     model.max_seq_length = cfg.max_length
     trip = triplets(examples, pos_threshold, neg_threshold, cfg.pairs_per_query, cfg.seed)
     if not trip:
@@ -138,43 +140,75 @@ def train_recall(
     else:
         train = datasets.DatasetDict({"mnrl": mnrl_ds, "margin": margin_ds})
         loss = {"mnrl": losses.MultipleNegativesRankingLoss(model), "margin": losses.MarginMSELoss(model)}
-    args = _training_args(cfg, out_dir, len(trip), SentenceTransformerTrainingArguments)
-    args.batch_sampler = BatchSamplers.NO_DUPLICATES
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss)
-    trainer.train()
-    history = _loss_history(trainer)
-    model.save_pretrained(str(out_dir))
     meta = {
         "kind": "bi-encoder",
         "config": {**asdict(cfg), "loss": loss_name},
         "n_triplets": len(trip),
         "pos_threshold": pos_threshold,
         "neg_threshold": neg_threshold,
-        "train_query_ids": sorted({e["query_id"] for e in examples}),
-        "loss_history": history,
     }
-    (out_dir / "distill.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    meta = fit_and_save(
+        model,
+        train,
+        loss,
+        cfg,
+        out_dir,
+        len(trip),
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+        meta,
+        examples,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+    )
     log.info("recall student saved to %s (%d triplets)", out_dir, len(trip))
-    return {**meta, "model": model}
+    return meta
 
 
-def build_index(student: BiEncoderStudent, products: Mapping[str, Product], path: str | Path, progress: bool = True):
-    """Embed the whole catalogue and store it in a persistent chroma collection; returns (index, ids, matrix)."""
-    from lref.distill.index import VectorIndex
+def build_index(
+    student: BiEncoderStudent,
+    products: Mapping[str, Product],
+    path: str | Path,
+    progress: bool = True,
+    embeddings: np.ndarray | None = None,
+) -> tuple[Store, list[str], np.ndarray]:
+    """Store the catalogue's student embeddings in a vector store at `path`; returns (store, ids, matrix).
+
+    `embeddings` (one row per product, in `products` order) are used as they are; without them the student
+    embeds the catalogue. The folder also keeps `embeddings.npy` and `ids.json` for exact search.
+    """
+    from lref.rag.store import CATALOGUE, Store
 
     ids = list(products)
-    emb = student.embed_products([products[p] for p in ids], progress)
-    index = VectorIndex(path)
-    index.add(ids, emb)
+    emb = student.embed_products([products[p] for p in ids], progress) if embeddings is None else embeddings
+    emb = np.asarray(emb, dtype=np.float32)
+    if emb.shape[0] != len(ids):
+        raise ValueError(f"{emb.shape[0]} embeddings for {len(ids)} products")
+    store = Store(path, embedder=student.embedder, collections=[CATALOGUE])
+    store.add(CATALOGUE, ids, embeddings=emb, batch=2048)
+    log.info("catalogue index %s holds %d vectors", store.path, store.count(CATALOGUE))
     np.save(Path(path) / "embeddings.npy", emb)
     (Path(path) / "ids.json").write_text(json.dumps(ids), encoding="utf-8")
-    return index, ids, emb
+    return store, ids, emb
+
+
+def open_index(student: BiEncoderStudent, path: str | Path) -> Store:
+    """The catalogue index `build_index` wrote at `path`, reopened with the student's embedder."""
+    from lref.rag.store import CATALOGUE, Store
+
+    return Store(path, embedder=student.embedder, collections=[CATALOGUE])
+
+
+def search_index(store: Store, embeddings: np.ndarray, k: int) -> list[list[str]]:
+    """The ids of the approximate `k` nearest products of each query vector, nearest first."""
+    from lref.rag.store import CATALOGUE
+
+    return [[h.id for h in hits] for hits in store.query(CATALOGUE, embeddings, k)]
 
 
 def recall_at_k(
     corpus: Corpus,
     student: BiEncoderStudent,
-    index,
+    store: Store | None,
     ids: list[str],
     emb: np.ndarray,
     ks: tuple[int, ...] = (10, 50, 100),
@@ -182,9 +216,11 @@ def recall_at_k(
 ) -> dict:
     """Mean recall@k of relevant products (grade >= min_grade, default the top grade) over the catalogue.
 
-    For each query: the chroma index (approximate), exact search over the same embeddings, and BM25;
-    plus how much of the exact top k the index returns (`ann_overlap@k`).
+    For each query: the store's catalogue index (approximate), exact search over the same embeddings, and
+    BM25; plus how much of the exact top k the index returns (`ann_overlap@k`). With `store=None` only exact
+    search and BM25 are measured.
     """
+
     top_grade = corpus.scheme.max_value if min_grade is None else min_grade
     relevant: dict[str, set[str]] = defaultdict(set)
     text: dict[str, str] = {}
@@ -195,7 +231,7 @@ def recall_at_k(
     qids = sorted(q for q in relevant if relevant[q])
     kmax = max(ks)
     qe = student.embed_texts([text[q] for q in qids])
-    ann = index.query(qe, kmax)
+    ann = search_index(store, qe, kmax) if store is not None else None
     exact_order = np.argsort(-(qe @ emb.T), axis=1)[:, :kmax]
     bm25 = BM25Index(corpus.products)
     res: dict[str, float] = {}
@@ -204,14 +240,17 @@ def recall_at_k(
         for i, q in enumerate(qids):
             rel = relevant[q]
             exact_k = [ids[x] for x in exact_order[i, :k]]
-            r_ann.append(len(rel & set(ann[i][:k])) / len(rel))
             r_exact.append(len(rel & set(exact_k)) / len(rel))
             r_bm25.append(len(rel & set(bm25.top(text[q], k))) / len(rel))
-            overlap.append(len(set(ann[i][:k]) & set(exact_k)) / k)
-        res[f"recall@{k}_index"] = float(np.mean(r_ann))
+            if ann is not None:
+                r_ann.append(len(rel & set(ann[i][:k])) / len(rel))
+                overlap.append(len(set(ann[i][:k]) & set(exact_k)) / k)
+        if ann is not None:
+            res[f"recall@{k}_index"] = float(np.mean(r_ann))
         res[f"recall@{k}_exact"] = float(np.mean(r_exact))
         res[f"recall@{k}_bm25"] = float(np.mean(r_bm25))
-        res[f"ann_overlap@{k}"] = float(np.mean(overlap))
+        if ann is not None:
+            res[f"ann_overlap@{k}"] = float(np.mean(overlap))
     res["n_queries"] = len(qids)
     res["catalogue_size"] = len(ids)
     return res

@@ -13,38 +13,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from lref.config import ConfigError
-from lref.data import Corpus, render_product
+from lref.data import Corpus, Product, render_product
 
 log = logging.getLogger(__name__)
-
-
-def make_engine(
-    model: str | None,
-    endpoint: str | None,
-    adapter: str | None = None,
-    scheme: str = "esci",
-    batch_size: int = 16,
-    served_model: str | None = None,
-):
-    """A local transformers engine for `model`, or the OpenAI-compatible engine for `endpoint`."""
-    if endpoint:
-        import os
-
-        from lref.engines.openai import OpenAIEngine
-
-        key = os.environ.get("OPENAI_API_KEY")
-        return OpenAIEngine(base_url=endpoint, model=served_model or model, scheme=scheme, api_key=key)
-    if not model:
-        raise ConfigError("the teacher needs --model or --endpoint")
-    from lref.engines.hf import HFEngine
-
-    return HFEngine.from_pretrained(model, adapter=adapter, scheme=scheme, batch_size=batch_size)
 
 
 def candidate_pairs(corpus: Corpus, top_bm25: int = 10, top_dense: int = 10, embedder=None) -> list[dict]:
@@ -53,7 +29,7 @@ def candidate_pairs(corpus: Corpus, top_bm25: int = 10, top_dense: int = 10, emb
     Rows: {query_id, query, product_id, source: judged|bm25|dense, gold_grade (judged only)}, grouped by
     query so a server can reuse the cached prompt prefix.
     """
-    from lref.distill.features import BM25Index
+    from lref.rag.bm25 import BM25Index
 
     by_q: dict[str, list[dict]] = {}
     texts: dict[str, str] = {}
@@ -122,6 +98,38 @@ def _resume_keys(path: Path) -> set[tuple[str, str]]:
     return keys
 
 
+def score_chunk(
+    engine, products: Mapping[str, Product], pairs: Sequence[dict], max_product_tokens: int = 256
+) -> tuple[list[dict], list[dict]]:
+    """Score one chunk of pairs in one `engine.score` call: (scored rows, failed pairs with their `error`).
+
+    The per-batch work of both `score_pairs` and the Ray job (`lref.batch`). A pair whose product is not in
+    `products` fails alone; an engine failure fails the chunk (recorded, retried on the next run).
+    """
+    from lref.prompts import judgment_messages
+
+    tok = getattr(engine, "tokenizer", None)
+    teacher = getattr(engine, "name", None) or type(engine).__name__
+    scheme = engine.scheme
+    chunk, bad = [], []
+    for p in pairs:
+        product = products.get(p["product_id"])
+        if product is None:
+            bad.append({**p, "error": "product not in the catalogue"})
+        else:
+            chunk.append((p, judgment_messages(p["query"], render_product(product, max_product_tokens, tok), scheme)))
+    try:
+        results = engine.score([m for _, m in chunk]) if chunk else []
+    except Exception as e:  # a failing batch is recorded and retried on the next run
+        log.warning("teacher batch of %d pairs failed: %s", len(chunk), e)
+        return [], bad + [{**p, "error": f"{type(e).__name__}: {e}"} for p, _ in chunk]
+    rows = [
+        {**p, "probs": r.probs_by_label(scheme), "score": r.score, "label": r.label, "teacher": teacher}
+        for (p, _), r in zip(chunk, results, strict=True)
+    ]
+    return rows, bad
+
+
 def score_pairs(
     engine,
     corpus: Corpus,
@@ -133,8 +141,6 @@ def score_pairs(
 ) -> dict:
     """Score `pairs` with `engine` into `out` (appending), skipping pairs already there. Returns counts."""
     from tqdm.auto import tqdm
-
-    from lref.prompts import judgment_messages
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -149,28 +155,10 @@ def score_pairs(
         "scored": 0,
         "errors": 0,
     }
-    tok = getattr(engine, "tokenizer", None)
-    teacher = getattr(engine, "name", None) or type(engine).__name__
-    scheme = engine.scheme
     with out.open("a", encoding="utf-8") as f, tqdm(total=len(todo), disable=not progress, desc="teacher") as bar:
         for s in range(0, len(todo), chunk_size):
-            chunk, bad = [], []
-            for p in todo[s : s + chunk_size]:
-                product = corpus.products.get(p["product_id"])
-                if product is None:
-                    bad.append({**p, "error": "product not in the catalogue"})
-                else:
-                    chunk.append(
-                        (p, judgment_messages(p["query"], render_product(product, max_product_tokens, tok), scheme))
-                    )
-            try:
-                results = engine.score([m for _, m in chunk]) if chunk else []
-            except Exception as e:  # a failing batch is recorded and retried on the next run
-                log.warning("teacher batch of %d pairs failed: %s", len(chunk), e)
-                bad += [{**p, "error": f"{type(e).__name__}: {e}"} for p, _ in chunk]
-                results, chunk = [], []
-            for (p, _), r in zip(chunk, results, strict=True):
-                row = {**p, "probs": r.probs_by_label(scheme), "score": r.score, "label": r.label, "teacher": teacher}
+            rows, bad = score_chunk(engine, corpus.products, todo[s : s + chunk_size], max_product_tokens)
+            for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -178,8 +166,8 @@ def score_pairs(
                 with errors_path.open("a", encoding="utf-8") as ef:
                     for b in bad:
                         ef.write(json.dumps(b, ensure_ascii=False) + "\n")
-            stats["scored"] += len(chunk)
+            stats["scored"] += len(rows)
             stats["errors"] += len(bad)
-            bar.update(len(chunk) + len(bad))
+            bar.update(len(rows) + len(bad))
     log.info("teacher scores: %s -> %s", stats, out)
     return stats

@@ -12,8 +12,9 @@ Either way the logprobs differ from the full-vocabulary log-softmax by one share
 softmax over them (`distribution`) equals the `hf` engine's softmax over the verbalizer logits.
 
 Prompts that share a query are sent together (sorted, then one request per chunk of one query), so a
-server's prefix cache reuses the instruction and the query. Requests retry with exponential backoff
-on 429, 5xx and connection errors, and each has a timeout.
+server's prefix cache reuses the instruction and the query. Requests go through the `openai` SDK
+(`lref.engines.client`, vLLM's fields in `extra_body`), retry with exponential backoff on 429, 5xx,
+connection errors and timeouts, and each has a timeout.
 
 Chat prompts are rendered here with the model's chat template when a local tokenizer is given (and
 sent to /v1/completions); without one they go to /v1/chat/completions and the server renders them.
@@ -23,31 +24,21 @@ Token counts for cutting product text then come from the server's /tokenize and 
 from __future__ import annotations
 
 import logging
-import random
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from lref.engines.base import Engine, Prompt, ScoredPair, distribution
+from lref.engines.client import EndpointError, OpenAIClient
 from lref.labels import LabelScheme, get_scheme
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
-# Sampling fields that keep the returned logprobs an unshifted log-softmax of the model's logits.
-NEUTRAL_SAMPLING = {
-    "temperature": 1.0,
-    "top_p": 1.0,
-    "top_k": 0,
-    "min_p": 0.0,
-    "repetition_penalty": 1.0,
-    "presence_penalty": 0.0,
-    "frequency_penalty": 0.0,
-}
+__all__ = ["EndpointError", "OpenAIEngine", "RemoteTokenizer"]
 
-
-class EndpointError(RuntimeError):
-    """The server refused a request or answered something lref cannot use."""
+# Sampling fields that keep the returned logprobs an unshifted log-softmax of the model's logits: the
+# OpenAI ones, and vLLM's own (sent through the SDK's `extra_body`).
+NEUTRAL_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+NEUTRAL_SAMPLING_VLLM = {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0}
 
 
 class RemoteTokenizer:
@@ -65,11 +56,12 @@ class RemoteTokenizer:
         key = f"{int(add_special_tokens)}{text}"
         if key not in self._cache:
             body = {"model": self.engine.model, "prompt": text, "add_special_tokens": add_special_tokens}
-            self._cache[key] = list(self.engine.post("/tokenize", body)["tokens"])
+            self._cache[key] = list(self.engine.client.post("/tokenize", body)["tokens"])
         return self._cache[key]
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
-        return self.engine.post("/detokenize", {"model": self.engine.model, "tokens": list(ids)})["prompt"]
+        body = {"model": self.engine.model, "tokens": list(ids)}
+        return self.engine.client.post("/detokenize", body)["prompt"]
 
 
 class OpenAIEngine(Engine):
@@ -87,23 +79,12 @@ class OpenAIEngine(Engine):
         chunk_size: int = 8,
         transport=None,
     ):
-        import httpx
-
-        root = base_url.rstrip("/")
-        if root.endswith("/v1"):
-            root = root[: -len("/v1")]
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(
-            base_url=root,
-            headers=headers,
-            timeout=timeout,
-            transport=transport,
-            limits=httpx.Limits(max_connections=max(concurrency, 1) * 2),
+        self.concurrency, self.chunk_size = max(1, concurrency), max(1, chunk_size)
+        self.client = OpenAIClient(
+            base_url, api_key, timeout, max_retries, backoff, max_connections=self.concurrency * 2, transport=transport
         )
         self.model = model
         self.scheme = get_scheme(scheme)
-        self.max_retries, self.backoff = max_retries, backoff
-        self.concurrency, self.chunk_size = max(1, concurrency), max(1, chunk_size)
         if isinstance(tokenizer, str):
             from lref.models import load_tokenizer
 
@@ -112,41 +93,8 @@ class OpenAIEngine(Engine):
         self.tokenizer = tokenizer if tokenizer is not None else RemoteTokenizer(self)
         self._verbalizer_ids: list[int] | None = None
 
-    # -------------------------------------------------------------------------------------- HTTP
-
-    def post(self, path: str, body: dict) -> dict:
-        """POST JSON with retries (exponential backoff with jitter, `Retry-After` honoured) on 429/5xx."""
-        import httpx
-
-        for attempt in range(self.max_retries + 1):
-            last = attempt == self.max_retries
-            try:
-                r = self.http.post(path, json=body)
-            except (httpx.TransportError, httpx.TimeoutException) as e:
-                if last:
-                    raise EndpointError(f"{path}: {type(e).__name__}: {e} after {attempt + 1} attempts") from e
-                self._sleep(attempt, None)
-                continue
-            if r.status_code < 400:
-                return r.json()
-            if r.status_code in RETRY_STATUS and not last:
-                log.warning("%s answered %d; retrying", path, r.status_code)
-                self._sleep(attempt, r.headers.get("retry-after"))
-                continue
-            raise EndpointError(f"{path}: HTTP {r.status_code}: {_error_message(r)}")
-        raise AssertionError("unreachable")
-
-    def _sleep(self, attempt: int, retry_after: str | None) -> None:
-        delay = self.backoff * 2**attempt * (0.5 + random.random())
-        if retry_after:
-            try:
-                delay = max(delay, float(retry_after))
-            except ValueError:
-                pass
-        time.sleep(min(delay, 30.0))
-
     def close(self) -> None:
-        self.http.close()
+        self.client.close()
 
     # ----------------------------------------------------------------------------------- scoring
 
@@ -157,9 +105,10 @@ class OpenAIEngine(Engine):
         return self._verbalizer_ids
 
     def _logprob_fields(self) -> dict:
+        """vLLM's fields for reading exactly the verbalizers' logprobs, neutral sampling included."""
         ids = self.verbalizer_ids
         return {
-            **NEUTRAL_SAMPLING,
+            **NEUTRAL_SAMPLING_VLLM,
             "logprob_token_ids": ids,
             "allowed_token_ids": ids,
             "return_tokens_as_token_ids": True,
@@ -185,33 +134,39 @@ class OpenAIEngine(Engine):
         return out
 
     def _score_completions(self, texts: list[str]) -> list[list[float]]:
-        body = {
-            "model": self.model,
-            "prompt": texts,
-            "max_tokens": 1,
-            "logprobs": len(self.verbalizer_ids),
-            "add_special_tokens": False,
-            **self._logprob_fields(),
-        }
-        data = self.post("/v1/completions", body)
-        choices = sorted(data["choices"], key=lambda c: c["index"])
+        extra = {"add_special_tokens": False, **self._logprob_fields()}
+        resp = self.client.call(
+            "/v1/completions",
+            lambda sdk: sdk.completions.create(
+                model=self.model,
+                prompt=texts,
+                max_tokens=1,
+                logprobs=len(self.verbalizer_ids),
+                **NEUTRAL_SAMPLING,
+                extra_body=extra,
+            ),
+        )
+        choices = sorted(resp.choices, key=lambda c: c.index)
         if len(choices) != len(texts):
             raise EndpointError(f"/v1/completions: {len(texts)} prompts sent, {len(choices)} choices returned")
-        return [self._verbalizer_logprobs(c["logprobs"]["top_logprobs"][0], "/v1/completions") for c in choices]
+        return [self._verbalizer_logprobs(c.logprobs.top_logprobs[0], "/v1/completions") for c in choices]
 
     def _score_chat(self, messages: list[dict]) -> list[float]:
-        body = {
-            "model": self.model,
-            "messages": messages,
-            "max_completion_tokens": 1,
-            "logprobs": True,
-            "top_logprobs": len(self.verbalizer_ids),
-            **self._logprob_fields(),
-        }
-        data = self.post("/v1/chat/completions", body)
-        first = data["choices"][0]["logprobs"]["content"][0]
-        top = {e["token"]: e["logprob"] for e in first["top_logprobs"]}
-        top.setdefault(first["token"], first["logprob"])
+        resp = self.client.call(
+            "/v1/chat/completions",
+            lambda sdk: sdk.chat.completions.create(
+                model=self.model,
+                messages=messages,
+                max_completion_tokens=1,
+                logprobs=True,
+                top_logprobs=len(self.verbalizer_ids),
+                **NEUTRAL_SAMPLING,
+                extra_body=self._logprob_fields(),
+            ),
+        )
+        first = resp.choices[0].logprobs.content[0]
+        top = {e.token: e.logprob for e in first.top_logprobs}
+        top.setdefault(first.token, first.logprob)
         return self._verbalizer_logprobs(top, "/v1/chat/completions")
 
     def _groups(self, prompts: Sequence[Prompt]) -> list[list[int]]:
@@ -266,24 +221,25 @@ class OpenAIEngine(Engine):
 
         def one(p: Prompt) -> str:
             if isinstance(p, str) or self.local_tokenizer:
-                body = {"model": self.model, "prompt": self._text(p), "add_special_tokens": False}
-                body |= {"max_tokens": max_new_tokens, "temperature": temperature}
-                return self.post("/v1/completions", body)["choices"][0]["text"]
-            body = {"model": self.model, "messages": p, "max_completion_tokens": max_new_tokens}
-            body["temperature"] = temperature
-            return self.post("/v1/chat/completions", body)["choices"][0]["message"]["content"] or ""
+                resp = self.client.call(
+                    "/v1/completions",
+                    lambda sdk: sdk.completions.create(
+                        model=self.model,
+                        prompt=self._text(p),
+                        max_tokens=max_new_tokens,
+                        temperature=temperature,
+                        extra_body={"add_special_tokens": False},
+                    ),
+                )
+                return resp.choices[0].text
+            resp = self.client.call(
+                "/v1/chat/completions",
+                lambda sdk: sdk.chat.completions.create(
+                    model=self.model, messages=p, max_completion_tokens=max_new_tokens, temperature=temperature
+                ),
+            )
+            return resp.choices[0].message.content or ""
 
         with ThreadPoolExecutor(self.concurrency) as pool:
             it = pool.map(one, prompts)
             return list(tqdm(it, total=len(prompts), desc="generating", unit="prompt", disable=not progress))
-
-
-def _error_message(r) -> str:
-    try:
-        body = r.json()
-    except ValueError:
-        return r.text[:300]
-    err = body.get("error", body) if isinstance(body, dict) else body
-    if isinstance(err, dict):
-        return str(err.get("message", err))
-    return str(err)[:300]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Literal
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +28,16 @@ class ServeConfig(Limits):
     """Serve the LLM judge over the OpenAI API and the students over rerank / score / search routes."""
 
     model: str | None = field(default=None, metadata={"help": "base LLM folder or Hub id (the LLM judge)"})
-    lora: list[str] = field(default_factory=list, metadata={"help": "a LoRA adapter NAME=PATH (repeatable)"})
+    lora: list[str] = field(
+        default_factory=list,
+        metadata={"help": "a LoRA adapter NAME=PATH (repeatable)", "action": "append", "metavar": "NAME=PATH"},
+    )
     served_model_name: str | None = field(default=None, metadata={"help": "name of --model in /v1/models"})
     ranker: str | None = field(
         default=None, metadata={"help": "cross-encoder student folder, served as `ranker` (or NAME=DIR)"}
     )
     int8: bool = field(default=True, metadata={"help": "run the cross-encoder with int8 linear layers (--no-int8)"})
-    ranker_backend: str = field(
+    ranker_backend: Literal["torch", "onnx"] = field(
         default="torch",
         metadata={"help": "cross-encoder runtime: torch, or onnx (ONNX Runtime, exported on first use)"},
     )

@@ -104,9 +104,9 @@ class RecallScorer:
         self.index = self.ids = self.emb = None
         idx = Path(model_dir) / "index"
         if (idx / "ids.json").exists():
-            from lref.distill.index import VectorIndex
+            from lref.distill.recall import open_index
 
-            self.index = VectorIndex(idx)
+            self.index = open_index(self.student, idx)
             self.ids = json.loads((idx / "ids.json").read_text(encoding="utf-8"))
             self.emb = np.load(idx / "embeddings.npy")
             self.row_of = {p: i for i, p in enumerate(self.ids)}
@@ -128,7 +128,9 @@ class RecallScorer:
                 param="model",
             )
         qe = self.student.embed_texts([query])
-        ids = self.index.query(qe, k)[0]
+        from lref.distill.recall import search_index
+
+        ids = search_index(self.index, qe, k)[0]
         return ids, [float(self.emb[self.row_of[p]] @ qe[0]) for p in ids]
 
 
@@ -142,8 +144,8 @@ class LTRScorer:
     kind = "ltr"
 
     def __init__(self, name: str, model_dir: str | Path, catalogue: Catalogue | None, int8: bool = True):
-        from lref.distill.features import BM25Index
         from lref.distill.ltr import LTRModel
+        from lref.rag.bm25 import BM25Index
 
         if catalogue is None:
             raise ValueError(f"--ltr {model_dir}: the LTR model needs a catalogue (--products FILE)")

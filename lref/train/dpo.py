@@ -4,8 +4,9 @@ After SFT most errors of a relevance judge are over-grades (an irrelevant produc
 The miner reads the judge's ranked label distribution on training pairs: a pair is mined when a grade
 above the gold grade is ranked above the gold label (mode "rank"), or only when the top label itself
 is an over-grade (mode "top"). The pair becomes prompt / chosen = the gold verbalizer / rejected = the
-highest-ranked over-grade. The over- and under-grading rates of the judge on the eval split are
-measured before and after training.
+highest-ranked over-grade. The caller's `evaluate` function (the command layer passes the eval
+harness metrics, with the over- and under-grading rates, on a validation split) is measured before and
+after training. The stage skeleton is `lref.train.stage`.
 """
 
 from __future__ import annotations
@@ -16,10 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
-from lref.data import Corpus
 from lref.labels import LabelScheme
 from lref.prompts import judgment_messages
-from lref.train.sft import LoraSpec, evaluate_model, last_checkpoint, load_for_training, metrics_callback, save_stage
+from lref.train.selection import score_probs
+from lref.train.stage import (
+    Evaluate,
+    LoraSpec,
+    load_for_training,
+    run_trainer,
+    save_stage,
+    trainer_defaults,
+    write_summary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,27 +105,12 @@ def dpo_rows(records: list[dict], mined: list[dict], scheme: LabelScheme, tokeni
 def dpo_config(out: str | Path, **overrides):
     from trl import DPOConfig
 
-    from lref.train.sft import trainer_defaults
-
     kw = {**trainer_defaults(out), "learning_rate": 5e-5, "beta": 0.1, "loss_type": ["sigmoid"]}
     kw.update({k: v for k, v in overrides.items() if v is not None})
     bad = [t for t in kw["loss_type"] if t not in LOSS_TYPES and t != "sft"]
     if bad:
         raise ValueError(f"unknown DPO loss type(s) {bad}; TRL offers {list(LOSS_TYPES)} (and sft)")
     return DPOConfig(**kw)
-
-
-def score_records(model, tokenizer, records: list[dict], scheme: LabelScheme, batch_size: int = 32) -> np.ndarray:
-    from lref.engines.hf import HFEngine
-
-    was_training = model.training
-    model.eval()
-    engine = HFEngine(model, tokenizer, scheme, batch_size=batch_size)
-    prompts = [judgment_messages(r["query"], r["product_text"], scheme, tokenizer) for r in records]
-    probs = np.asarray([s.probs for s in engine.score(prompts, progress=True)])
-    if was_training:
-        model.train()
-    return probs
 
 
 def train_dpo(
@@ -127,14 +121,14 @@ def train_dpo(
     config=None,
     lora: LoraSpec | None = None,
     adapter: str | Path | None = None,
-    eval_corpus: Corpus | None = None,
+    evaluate: Evaluate | None = None,
     mode: str = "rank",
     min_prob: float = 0.0,
     max_pairs: int | None = None,
-    eval_batch_size: int = 32,
-    max_product_tokens: int = 256,
+    batch_size: int = 32,
 ) -> dict:
-    """Mine over-grades of the model on `records`, train DPO on them, and report grading rates before/after."""
+    """Mine over-grades of the model on `records` (scored `batch_size` at a time), train DPO on them, and
+    report `evaluate(model, tokenizer)` before and after as `before` / `after` when it is given."""
     import datasets
     from trl import DPOTrainer
 
@@ -144,9 +138,9 @@ def train_dpo(
     config = config or dpo_config(out)
     model, tok = load_for_training(model_path, adapter)
     summary: dict = {"stage": "dpo", "loss_type": list(config.loss_type), "beta": config.beta, "mode": mode}
-    if eval_corpus is not None:
-        summary["before"] = evaluate_model(model, tok, eval_corpus, eval_batch_size, max_product_tokens)
-    probs = score_records(model, tok, records, scheme, eval_batch_size)
+    if evaluate is not None:
+        summary["before"] = evaluate(model, tok)
+    probs = score_probs((model, tok), records, scheme, batch_size)
     mined = mine_overgraded(probs, [r["label"] for r in records], scheme, mode, min_prob)
     mined.sort(key=lambda m: -m["p_rejected"])
     if max_pairs:
@@ -162,27 +156,13 @@ def train_dpo(
         model.save_pretrained(out / "model")
         tok.save_pretrained(out / "model")
         summary.update(steps=0, model=str(out / "model"), after=summary.get("before"))
-        (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        return summary
+        return write_summary(out, summary)
     train = datasets.Dataset.from_list(dpo_rows(records, mined, scheme, tok))
-    # losses only: the eval split is scored before and after training instead of at each epoch
-    cb = metrics_callback(out / "metrics.jsonl", None, tok, eval_batch_size, max_product_tokens)
-    trainer = DPOTrainer(
-        model=model,
-        args=config,
-        train_dataset=train,
-        processing_class=tok,
-        peft_config=lora.peft_config(),
-        callbacks=[cb],
-    )
-    resume = last_checkpoint(Path(config.output_dir))
-    result = trainer.train(resume_from_checkpoint=resume)
-    summary.update(steps=trainer.state.global_step, train_loss=result.training_loss, resumed_from=resume)
-    if eval_corpus is not None and trainer.is_world_process_zero():
-        trained = trainer.accelerator.unwrap_model(trainer.model)
-        summary["after"] = evaluate_model(trained, tok, eval_corpus, eval_batch_size, max_product_tokens)
-    model_dir = save_stage(trainer, out, lora.enabled)
-    summary["model"] = str(model_dir)
-    if trainer.is_world_process_zero():
-        (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    return summary
+    # losses only: `evaluate` runs before and after training instead of at each epoch
+    run = run_trainer(DPOTrainer, model, tok, config, train, out, lora)
+    trainer = run.trainer
+    summary.update(steps=trainer.state.global_step, train_loss=run.result.training_loss, resumed_from=run.resumed_from)
+    if evaluate is not None and trainer.is_world_process_zero():
+        summary["after"] = evaluate(trainer.accelerator.unwrap_model(trainer.model), tok)
+    summary["model"] = str(save_stage(trainer, out, lora.enabled))
+    return write_summary(out, summary, trainer)

