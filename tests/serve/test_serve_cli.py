@@ -54,7 +54,7 @@ def test_lref_serve_subprocess_reranks_and_stops_on_sigterm(students, esci_slice
         r = httpx.post(f"{url}/v1/rerank", json=body, headers=h)
         assert r.status_code == 200 and len(r.json()["results"]) == 2
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
+        assert proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after its graceful shutdown
         assert "serving ['belts', 'recall']" in proc.stdout.read()
     finally:
         if proc.poll() is None:
