@@ -24,7 +24,7 @@ class Limits:
 
 
 @dataclass
-class ServeConfig(Limits):
+class ServeConfig:
     """Serve the LLM judge over the OpenAI API and the students over rerank / score / search routes."""
 
     model: str | None = field(default=None, metadata={"help": "base LLM folder or Hub id (the LLM judge)"})
@@ -36,7 +36,9 @@ class ServeConfig(Limits):
     ranker: str | None = field(
         default=None, metadata={"help": "cross-encoder student folder, served as `ranker` (or NAME=DIR)"}
     )
-    int8: bool = field(default=True, metadata={"help": "run the cross-encoder with int8 linear layers (--no-int8)"})
+    int8: bool = field(
+        default=True, metadata={"help": "run the cross-encoder (and the LTR's) with int8 linear layers on CPU"}
+    )
     ranker_backend: Literal["torch", "onnx"] = field(
         default="torch",
         metadata={"help": "cross-encoder runtime: torch, or onnx (ONNX Runtime, exported on first use)"},
@@ -51,6 +53,9 @@ class ServeConfig(Limits):
     port: int = field(default=8000, metadata={"help": "port to listen on"})
     api_key: str | None = field(default=None, metadata={"help": "require `Authorization: Bearer KEY` on API routes"})
     max_batch: int = field(default=32, metadata={"help": "embedded: most prompts in one forward pass"})
+    max_documents: int = field(default=1000, metadata={"help": "most documents in one rerank / score request"})
+    max_text_chars: int = field(default=20_000, metadata={"help": "longest query or document text, in characters"})
+    max_queue: int = field(default=256, metadata={"help": "most requests waiting; past it the server answers 503"})
 
     def limits(self) -> Limits:
         return Limits(self.max_documents, self.max_text_chars, self.max_queue)
