@@ -171,16 +171,21 @@ class CompletionResponseChoice(BaseModel):
     prompt_logprobs: list | None = None
 
 
-class CompletionResponse(BaseModel):
-    id: str = Field(default_factory=lambda: _id("cmpl"))
-    object: Literal["text_completion"] = "text_completion"
+class ResponseFields(BaseModel):
+    """The fields vLLM's completion and chat responses share."""
+
     created: int = Field(default_factory=lambda: int(time.time()))
     model: str
-    choices: list[CompletionResponseChoice]
     service_tier: str | None = None
     system_fingerprint: str | None = None
     usage: UsageInfo
     kv_transfer_params: dict | None = None
+
+
+class CompletionResponse(ResponseFields):
+    id: str = Field(default_factory=lambda: _id("cmpl"))
+    object: Literal["text_completion"] = "text_completion"
+    choices: list[CompletionResponseChoice]
 
 
 class ChatCompletionLogProb(BaseModel):
@@ -213,17 +218,11 @@ class ChatCompletionResponseChoice(BaseModel):
     stop_reason: int | str | None = None
 
 
-class ChatCompletionResponse(BaseModel):
+class ChatCompletionResponse(ResponseFields):
     id: str = Field(default_factory=lambda: _id("chatcmpl"))
     object: Literal["chat.completion"] = "chat.completion"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
     choices: list[ChatCompletionResponseChoice]
-    service_tier: str | None = None
-    system_fingerprint: str | None = None
-    usage: UsageInfo
     prompt_logprobs: list | None = None
-    kv_transfer_params: dict | None = None
 
 
 class ModelCard(BaseModel):
