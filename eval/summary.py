@@ -52,8 +52,13 @@ def judge_note(judge: str | Path | None, data: str, holdout: str) -> list[str]:
 
 
 def png_reports(run_dir: Path) -> list[str]:
-    """Every PNG under the run folder, relative to it, sorted."""
-    return sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*.png"))
+    """The PNGs under the run folder, one Markdown line per folder (relative to the run folder), sorted."""
+    by_dir: dict[str, list[str]] = {}
+    for p in sorted(run_dir.rglob("*.png")):
+        rel = p.relative_to(run_dir)
+        by_dir.setdefault(str(rel.parent), []).append(rel.name)
+    lines = [f"- {name}" for name in by_dir.pop(".", [])]
+    return lines + [f"- {folder}/: {', '.join(names)}" for folder, names in sorted(by_dir.items())]
 
 
 def summary_markdown(
@@ -64,7 +69,7 @@ def summary_markdown(
     md = ["# Run summary", "", intro, ""]
     md.append(compare_runs(runs, SUMMARY_KEYS).rstrip("\n"))
     md += ["", "## Reports", ""]
-    md += [f"- {p}" for p in png_reports(run_dir)] or ["- (none)"]
+    md += png_reports(run_dir) or ["- (none)"]
     md += ["", "## The judge", ""] + judge_note(judge, data, holdout)
     return "\n".join(md) + "\n"
 

@@ -135,7 +135,7 @@ def test_summary_table_reports_and_judge_note(tmp_path, capsys):
     assert capsys.readouterr().out.startswith(text)
     assert "| bm25 | bm25 | 0.7123 | n/a | n/a | n/a | 40 |" in text
     assert "| dpo | llm | n/a | 0.2500 | 0.1250 | n/a | n/a |" in text
-    assert "- eval/dpo/confusion.png" in text and "- summary.png" in text and (run / "summary.png").stat().st_size
+    assert "- eval/dpo/: confusion.png" in text and "- summary.png" in text and (run / "summary.png").stat().st_size
     assert "tiny randomly initialised model" in text
     assert "lref run recipes/qwen2.5-1.5b-lora.yaml" in text and "--set data.dir=D" in text
     assert "lref eval --scorer llm --endpoint http://" in text and "--query-ids Q" in text
@@ -198,5 +198,6 @@ def test_quickstart_recipe_smoke(esci150, tiny_bert, tmp_path, capsys):
     dpo_row = next(x for x in summary.splitlines() if x.startswith("| dpo |"))
     m = json.loads((out / "eval" / "dpo" / "metrics.json").read_text())
     assert f"| {m['ndcg@10']:.4f} | {m['macro_f1']:.4f} | {m['over_grading_rate']:.4f} |" in dpo_row
-    assert all(f"- {p}" in summary for p in ("ablation.png", "distill/comparison.png", "eval/dpo/confusion.png"))
+    assert "- ablation.png\n" in summary and "- distill/: comparison.png" in summary
+    assert "- eval/dpo/: confusion.png, ndcg_per_query.png, reliability.png\n" in summary
     assert "tiny randomly initialised model" in summary and "recipes/qwen2.5-1.5b-lora.yaml" in summary
