@@ -3,7 +3,13 @@
 A recipe has free sections (model / data / train / eval, ...) and a `stages` list. Each stage names a
 subcommand and its flags; string values may use `{out}` (the run folder) and `{section.key}` to
 refer to other values, so one override (`--set data.dir=...`) reaches every stage that uses it.
-The resolved recipe is written to `RUNDIR/config.yaml` before any stage starts.
+The resolved recipe is written to `RUNDIR/config.yaml` before any stage starts, and each stage's wall time
+to `RUNDIR/timings.yaml` as it ends.
+
+Progress: `run_recipe` calls `on_stage` with a `StageEvent` when a stage starts and when it ends, carrying
+the run's elapsed time and an estimate of what is left. The estimate scales the elapsed time by the stages'
+expected shares: the seconds of a previous run in the same folder (its `timings.yaml`), else the recipe's
+`expected_seconds` table (measured on a reference run), else equal shares per stage.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import copy
 import logging
 import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -129,7 +137,65 @@ def stage_argv(stage: dict, negatable: set[str] | None = None) -> list[str]:
     return argv
 
 
-def run_recipe(recipe: str | Path, out: str | Path, overrides: list[str] | None = None) -> dict:
+@dataclass(frozen=True)
+class StageEvent:
+    """A stage starting (`seconds` None) or ending (`seconds` its wall time), for progress displays."""
+
+    index: int  # 1-based
+    total: int
+    name: str
+    argv: list[str]
+    elapsed: float  # seconds since the run started
+    remaining: float | None  # estimated seconds left in the run (this stage included while it runs)
+    seconds: float | None = None
+
+
+def stage_weights(names: list[str], expected: dict | None, previous: dict | None) -> tuple[list[float], bool]:
+    """Each stage's expected share of the run, and whether the shares are seconds (else equal counts).
+
+    A previous run's timings win over the recipe's `expected_seconds`; a stage in neither gets the mean of the
+    known ones.
+    """
+    table = {}
+    for source in (expected, previous):
+        for key, value in (source or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+                table[str(key)] = float(value)
+    known = [table[n] for n in names if n in table]
+    if not known:
+        return [1.0] * len(names), False
+    fill = sum(known) / len(known)
+    return [table.get(n, fill) for n in names], True
+
+
+def estimate_left(weights: list[float], done: int, elapsed: float, in_seconds: bool) -> float | None:
+    """Seconds left after `done` stages: the elapsed time scaled by the weight left over the weight done.
+
+    Before any stage ends, seconds-weights are taken as they are (the reference run's pace); counts give none.
+    """
+    rest = sum(weights[done:])
+    finished = sum(weights[:done])
+    if finished > 0 and elapsed > 0:
+        return elapsed * rest / finished
+    return rest if in_seconds else None
+
+
+def read_timings(path: Path) -> dict:
+    """A previous run's `timings.yaml` ({stage: seconds}), or {} when absent or unreadable."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def run_recipe(
+    recipe: str | Path,
+    out: str | Path,
+    overrides: list[str] | None = None,
+    on_stage: Callable[[StageEvent], None] | None = None,
+) -> dict:
+    """Run every stage of a recipe in order; raise RuntimeError on the first stage that fails."""
     from lref.cli import main
 
     tree = apply_overrides(load_yaml(recipe), overrides or [])
@@ -141,15 +207,29 @@ def run_recipe(recipe: str | Path, out: str | Path, overrides: list[str] | None 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+    names = [str(stage.get("name", stage["command"])) for stage in resolved["stages"]]
+    expected = resolved.get("expected_seconds")
+    weights, in_seconds = stage_weights(
+        names, expected if isinstance(expected, dict) else None, read_timings(out / "timings.yaml")
+    )
     timings = {}
-    for i, stage in enumerate(resolved["stages"]):
-        name = stage.get("name", stage["command"])
+    start = time.perf_counter()
+    total = len(names)
+    for i, (stage, name) in enumerate(zip(resolved["stages"], names, strict=True)):
         argv = stage_argv(stage, negatable_flags(stage_command(stage).path))
-        log.info("stage %d/%d %s: lref %s", i + 1, len(stages), name, " ".join(argv))
+        log.info("stage %d/%d %s: lref %s", i + 1, total, name, " ".join(argv))
+        elapsed = time.perf_counter() - start
+        if on_stage:
+            on_stage(StageEvent(i + 1, total, name, argv, elapsed, estimate_left(weights, i, elapsed, in_seconds)))
         t0 = time.perf_counter()
         code = main(argv)
         timings[name] = round(time.perf_counter() - t0, 2)
+        (out / "timings.yaml").write_text(yaml.safe_dump(timings, sort_keys=False), encoding="utf-8")
         if code != 0:
             raise RuntimeError(f"stage {name!r} failed with exit code {code}")
-    (out / "timings.yaml").write_text(yaml.safe_dump(timings, sort_keys=False), encoding="utf-8")
+        elapsed = time.perf_counter() - start
+        log.debug("stage %d/%d %s took %.1fs", i + 1, total, name, timings[name])
+        if on_stage:
+            left = estimate_left(weights, i + 1, elapsed, in_seconds)
+            on_stage(StageEvent(i + 1, total, name, argv, elapsed, left, timings[name]))
     return resolved

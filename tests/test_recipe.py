@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -81,17 +82,89 @@ def test_stage_argv():
     assert argv == ["compare", "a", "b", "--out", "c", "--flag"]
 
 
-def test_quickstart_recipe_smoke(esci150, tiny_bert, tmp_path):
-    """The whole quickstart (select -> SFT -> Multi-CoT -> DPO -> eval -> ablation -> distill) on 12 queries,
-    with steps cut by overrides and a tiny BERT as the students' base."""
+def write_metrics(folder: Path, **metrics) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def test_stage_shares_and_what_is_left():
+    from lref.recipe import estimate_left, stage_weights
+
+    weights, seconds = stage_weights(["a", "b", "c"], {"a": 10, "b": 30}, {"a": 2})
+    assert (weights, seconds) == ([2.0, 30.0, 16.0], True)  # a previous run wins; c gets the mean of a and b
+    assert estimate_left([1.0, 3.0, 1.0], 1, 2.0, True) == 8.0  # 2 s for 1 share, 4 shares left
+    assert estimate_left([1.0, 3.0, 1.0], 0, 0.0, True) == 5.0  # nothing done: the reference seconds
+    assert stage_weights(["a", "b"], None, {"x": 1}) == ([1.0, 1.0], False)  # no timings: equal counts
+    assert estimate_left([1.0, 1.0], 0, 0.0, False) is None and estimate_left([1.0, 1.0], 1, 3.0, False) == 3.0
+
+
+def test_run_prints_each_stage_with_elapsed_and_left(tmp_path, capsys):
+    from lref.cli import main
+
+    bm25 = write_metrics(tmp_path / "bm25", name="bm25", **{"ndcg@10": 0.5})
+    recipe = tmp_path / "r.yaml"
+    stages = [{"name": n, "command": "compare", "args": {"positional": [str(bm25)]}} for n in ("one", "two", "three")]
+    recipe.write_text(yaml.safe_dump({"expected_seconds": {"one": 1, "two": 3}, "stages": stages}))
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run")]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("stage")]
+    assert len(lines) == 6
+    assert re.fullmatch(r"stage 1/3 one \(elapsed 0\.0s, about 6\.0s left\)", lines[0])  # 1 + 3 + 2 (their mean)
+    assert re.fullmatch(r"stage 1/3 one done in \S+, about \S+ left", lines[1])
+    assert lines[2].startswith("stage 2/3 two (elapsed ") and lines[4].startswith("stage 3/3 three (elapsed ")
+    assert re.fullmatch(r"stage 3/3 three done in \S+; the run took \S+", lines[5])
+    timings = yaml.safe_load((tmp_path / "run" / "timings.yaml").read_text())
+    assert list(timings) == ["one", "two", "three"] and all(v > 0 for v in timings.values())
+
+
+def test_summary_table_reports_and_judge_note(tmp_path, capsys):
+    from lref.cli import main
+
+    run = tmp_path / "run"
+    tiny = run / "tiny"
+    tiny.mkdir(parents=True)
+    (tiny / "lref_tiny.json").write_text("{}")
+    bm25 = write_metrics(run / "eval" / "bm25", name="bm25", scorer="bm25", macro_f1=None, n_pairs=40)
+    bm25_ndcg = {"ndcg@10": 0.71234, "over_grading_rate": None}
+    (bm25 / "metrics.json").write_text(json.dumps({**json.loads((bm25 / "metrics.json").read_text()), **bm25_ndcg}))
+    dpo = write_metrics(run / "eval" / "dpo", name="dpo", scorer="llm", macro_f1=0.25, over_grading_rate=0.125)
+    (dpo / "confusion.png").write_bytes(b"png")
+    argv = ["summary", str(bm25), str(dpo), "--out", str(run), "--judge", str(tiny), "--data", "D", "--query-ids", "Q"]
+    assert main(argv) == 0
+    text = (run / "summary.md").read_text()
+    assert capsys.readouterr().out.startswith(text)
+    assert "| bm25 | bm25 | 0.7123 | n/a | n/a | n/a | 40 |" in text
+    assert "| dpo | llm | n/a | 0.2500 | 0.1250 | n/a | n/a |" in text
+    assert "- eval/dpo/: confusion.png" in text and "- summary.png" in text and (run / "summary.png").stat().st_size
+    assert "tiny randomly initialised model" in text
+    assert "lref run recipes/qwen2.5-1.5b-lora.yaml" in text and "--set data.dir=D" in text
+    assert "lref eval --scorer llm --endpoint http://" in text and "--query-ids Q" in text
+    (tiny / "lref_tiny.json").unlink()  # a real judge: no warning, the commands stay
+    main(argv)
+    text = (run / "summary.md").read_text()
+    assert "randomly initialised" not in text and f"The judge is {tiny}." in text
+
+
+def test_quickstart_recipe_smoke(esci150, tiny_bert, tmp_path, capsys):
+    """The whole quickstart (select -> SFT -> Multi-CoT -> DPO -> eval -> ablation -> distill -> summary) on 12
+    queries, with steps cut by overrides and a tiny BERT as the students' base, through `lref run`."""
     from conftest import write_slice
+
+    from lref.cli import main
 
     data = write_slice(esci150, tmp_path / "data", 12)
     out = tmp_path / "qs"
     cut = ["train.sft_steps=2", "train.mcot_steps=1", "train.dpo_steps=1", "data.budget=24", "data.diversity_pool=40"]
     cut += ["train.mcot_rows=6", "train.dpo_pairs=6", "eval.queries=1", "eval.cot_tokens=4", "data.holdout=0.25"]
     cut += ["distill.steps=2", f"distill.base={tiny_bert}", "distill.top_n=1"]
-    run_recipe("recipes/quickstart.yaml", out, [f"data.dir={data}", "stages.0.args.vocab_size=600", *cut])
+    sets = [f"data.dir={data}", "stages.0.args.vocab_size=600", *cut]
+    assert main(["run", "recipes/quickstart.yaml", "--out", str(out), *[x for s in sets for x in ("--set", s)]]) == 0
+    printed = capsys.readouterr().out
+    stages = yaml.safe_load(Path("recipes/quickstart.yaml").read_text())["stages"]
+    n = len(stages)
+    assert re.search(rf"^stage 1/{n} init-tiny \(elapsed 0\.0s, about \S+ left\)$", printed, re.M)
+    assert re.search(rf"^stage {n}/{n} summary done in \S+; the run took \S+$", printed, re.M)
+    assert re.search(r"^  stage 1/\d+ split \(elapsed ", printed, re.M)  # the nested distill recipe, indented
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["data"]["dir"] == str(data)
     selected = [json.loads(x) for x in (out / "select" / "selected.jsonl").read_text().splitlines()]
@@ -111,8 +184,20 @@ def test_quickstart_recipe_smoke(esci150, tiny_bert, tmp_path):
     assert json.loads((d / "split" / "split.json").read_text())["test"] == sorted(holdout)
     assert yaml.safe_load((d / "config.yaml").read_text())["teacher"]["model"] == str(out / "dpo" / "model")
     ltr = json.loads((d / "ltr" / "ltr.json").read_text())
-    assert len(ltr["ranker_folds"]) == 3 and len(ltr["recall_folds"]) == 3
+    assert len(ltr["ranker_folds"]) == 2 and len(ltr["recall_folds"]) == 2  # distill-quick: 2 folds
     table = (d / "comparison.md").read_text()
     assert all(
         name in table for name in ("bm25", "minilm-zero-shot", "ce-gold-only", "ltr-pipeline", "ltr-pipeline-int8")
     )
+    # the summary, last: every scorer in one table, the PNGs, and what the tiny judge's rows mean
+    summary = (out / "summary.md").read_text()
+    assert summary in printed
+    rows = [x.split(" | ")[0].lstrip("| ") for x in summary.splitlines() if x.startswith("| ") and "---" not in x]
+    names = ["bm25", "base", "sft", "mcot", "dpo", "minilm-zero-shot", "ce-gold-only", "ce-teacher+gold"]
+    assert rows == ["run", *names, "bi-teacher+gold", "ltr-pipeline", "ltr-pipeline-int8"]
+    dpo_row = next(x for x in summary.splitlines() if x.startswith("| dpo |"))
+    m = json.loads((out / "eval" / "dpo" / "metrics.json").read_text())
+    assert f"| {m['ndcg@10']:.4f} | {m['macro_f1']:.4f} | {m['over_grading_rate']:.4f} |" in dpo_row
+    assert "- ablation.png\n" in summary and "- distill/: comparison.png" in summary
+    assert "- eval/dpo/: confusion.png, ndcg_per_query.png, reliability.png\n" in summary
+    assert "tiny randomly initialised model" in summary and "recipes/qwen2.5-1.5b-lora.yaml" in summary

@@ -1,4 +1,4 @@
-"""Core subcommands: init-tiny, score, eval, compare, run."""
+"""Core subcommands: init-tiny, score, eval, compare, summary, run."""
 
 from __future__ import annotations
 
@@ -84,6 +84,15 @@ class EvalArgs(QueryArgs, EngineArgs):
 class CompareArgs:
     runs: list[str] = arg("run folders holding metrics.json", nargs="+", positional=True)
     out: str | None = arg("write the table here (markdown) and a PNG beside it", None)
+
+
+@dataclass(kw_only=True)
+class SummaryArgs:
+    runs: list[str] = arg("eval run folders holding metrics.json, in table order", nargs="+", positional=True)
+    out: str = arg("the pipeline's run folder: summary.md and summary.png go here, its PNG reports are listed")
+    judge: str | None = arg("the judge's base model (a tiny `lref init-tiny` model is flagged as random)", None)
+    data: str = arg("data folder, spelt into the real-model commands", "DATA")
+    query_ids: str = arg("held-out query ids file, spelt into the real-model commands", "HOLDOUT")
 
 
 @dataclass(kw_only=True)
@@ -232,10 +241,51 @@ def cmd_compare(args: CompareArgs) -> int:
     return 0
 
 
+def cmd_summary(args: SummaryArgs) -> int:
+    from lref.eval.summary import write_summary
+
+    text = write_summary([Path(r) for r in args.runs], Path(args.out), args.judge, args.data, args.query_ids)
+    print(text, end="")
+    print(f"-> {Path(args.out) / 'summary.md'}")
+    return 0
+
+
+def duration(seconds: float) -> str:
+    """45s, 3m05s, 1h02m: a duration a person reads at a glance."""
+    if seconds < 9.95:
+        return f"{seconds:.1f}s"
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s // 60 % 60:02d}m"
+
+
+RUN_DEPTH = [0]  # how many `lref run` are running inside each other: a nested recipe's lines are indented
+
+
+def print_stage(event, indent: str = "") -> None:
+    """One progress line per stage start (`stage i/N name`, elapsed, left) and end (its time)."""
+    left = "" if event.remaining is None else f", about {duration(event.remaining)} left"
+    if event.seconds is None:
+        line = f"stage {event.index}/{event.total} {event.name} (elapsed {duration(event.elapsed)}{left})"
+    else:
+        if event.index == event.total:
+            left = f"; the run took {duration(event.elapsed)}"
+        line = f"stage {event.index}/{event.total} {event.name} done in {duration(event.seconds)}{left}"
+    print(indent + line, flush=True)
+
+
 def cmd_run(args: RunArgs) -> int:
     from lref.recipe import run_recipe
 
-    run_recipe(args.recipe, args.out, args.set)
+    indent = "  " * RUN_DEPTH[0]
+    RUN_DEPTH[0] += 1
+    try:
+        run_recipe(args.recipe, args.out, args.set, on_stage=lambda e: print_stage(e, indent))
+    finally:
+        RUN_DEPTH[0] -= 1
     return 0
 
 
@@ -244,6 +294,13 @@ COMMANDS = [
     Command("score", ScoreArgs, cmd_score, "score query-product pairs with a causal LM (one forward pass each)"),
     Command("eval", EvalArgs, cmd_eval, "evaluate a scorer on graded judgments and write a report"),
     Command("compare", CompareArgs, cmd_compare, "put several eval runs side by side", config_file=False),
+    Command(
+        "summary",
+        SummaryArgs,
+        cmd_summary,
+        "one table of every scorer of a run, its PNG reports and what the judge's rows mean",
+        config_file=False,
+    ),
     Command("run", RunArgs, cmd_run, "run a multi-stage YAML recipe", config_file=False),
 ]
 
