@@ -474,13 +474,13 @@ def test_ltr_with_attribute_groups_saves_them_and_reloads(corpus, tiny_bert, tmp
 def test_cli_ltr_feature_group_flags(capsys):
     from lref.cli import main, parse
 
-    _, args, _, _ = parse(["distill", "ltr", "--data", "d", "--out", "o"])
+    base = ["distill", "ltr", "--data", "d", "--out", "o"]
+    assert parse(base)[1].groups() == []  # the base features only, as before the groups existed
+    _, args, _, _ = parse([*base, "--feature-groups", "all"])
     assert args.groups() == ["brand", "colour", "units", "negation", "accessory", "category"]
-    _, args, _, _ = parse(["distill", "ltr", "--data", "d", "--out", "o", "--drop-feature-groups", "units", "brand"])
+    _, args, _, _ = parse([*base, "--feature-groups", "all", "--drop-feature-groups", "units", "brand"])
     assert args.groups() == ["colour", "negation", "accessory", "category"]
-    _, args, _, _ = parse(["distill", "ltr", "--data", "d", "--out", "o", "--feature-groups", "units", "colour"])
+    _, args, _, _ = parse([*base, "--feature-groups", "units", "colour"])
     assert args.groups() == ["colour", "units"]
-    _, args, _, _ = parse(["distill", "ltr", "--data", "d", "--out", "o", "--drop-feature-groups", "all"])
-    assert args.groups() == []
-    assert main(["distill", "ltr", "--data", "d", "--out", "o", "--feature-groups", "size"]) != 0
+    assert main([*base, "--feature-groups", "size"]) != 0
     assert "unknown feature group 'size'" in capsys.readouterr().err

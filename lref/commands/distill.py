@@ -127,13 +127,14 @@ class LtrArgs(DistillCorpusArgs):
     early_stopping: int = arg("rounds without validation gain before stopping", 30)
     seed: int = arg("seed of the validation split and the trees", 0)
     feature_groups: list[str] | None = arg(
-        f"attribute feature groups to add to the base features ({GROUPS_HELP}; default: all of them)",
+        f"attribute feature groups to add to the base features ({GROUPS_HELP}, or all; default: none)",
         None,
         nargs="+",
         action="extend",
     )
     drop_feature_groups: list[str] | None = arg(
-        "attribute feature groups to leave out (e.g. --drop-feature-groups units negation; 'all' drops every group)",
+        "attribute feature groups to leave out of --feature-groups (e.g. --feature-groups all --drop-feature-groups "
+        "units)",
         None,
         nargs="+",
         action="extend",
@@ -141,15 +142,16 @@ class LtrArgs(DistillCorpusArgs):
     out: str = arg(OUT_MODEL)
 
     def groups(self) -> list[str]:
-        """The attribute groups in use: --feature-groups (default all) minus --drop-feature-groups."""
+        """The attribute groups in use: --feature-groups ('all': every group; default none) minus
+        --drop-feature-groups."""
         from lref.config import ConfigError
         from lref.distill.attributes import GROUP_NAMES, select_groups
 
-        drop = self.drop_feature_groups or []
-        if "all" in drop:
-            drop = GROUP_NAMES
+        keep = self.feature_groups or []
+        if "all" in keep:
+            keep = GROUP_NAMES
         try:
-            return select_groups(self.feature_groups, drop)
+            return select_groups(keep, self.drop_feature_groups or [])
         except ValueError as e:
             raise ConfigError(str(e)) from None
 
