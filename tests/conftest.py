@@ -60,6 +60,13 @@ def write_slice(src: Path, dst: Path, n_queries: int) -> Path:
 
 
 @pytest.fixture(scope="session")
+def slice_of(esci150):
+    """`slice_of(dst, n)`: the first n esci150 queries written to `dst` (tests/serve has a conftest of its own,
+    so test modules take this fixture rather than importing `conftest`)."""
+    return lambda dst, n_queries: write_slice(esci150, dst, n_queries)
+
+
+@pytest.fixture(scope="session")
 def esci_slice(esci150, tmp_path_factory) -> Path:
     """Four real esci150 queries with their judged products."""
     return write_slice(esci150, tmp_path_factory.mktemp("esci_slice"), 4)

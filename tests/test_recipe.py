@@ -145,14 +145,12 @@ def test_summary_table_reports_and_judge_note(tmp_path, capsys):
     assert "randomly initialised" not in text and f"The judge is {tiny}." in text
 
 
-def test_quickstart_recipe_smoke(esci150, tiny_bert, tmp_path, capsys):
+def test_quickstart_recipe_smoke(slice_of, tiny_bert, tmp_path, capsys):
     """The whole quickstart (select -> SFT -> Multi-CoT -> DPO -> eval -> ablation -> distill -> summary) on 12
     queries, with steps cut by overrides and a tiny BERT as the students' base, through `lref run`."""
-    from conftest import write_slice
-
     from lref.cli import main
 
-    data = write_slice(esci150, tmp_path / "data", 12)
+    data = slice_of(tmp_path / "data", 12)
     out = tmp_path / "qs"
     cut = ["train.sft_steps=2", "train.mcot_steps=1", "train.dpo_steps=1", "data.budget=24", "data.diversity_pool=40"]
     cut += ["train.mcot_rows=6", "train.dpo_pairs=6", "eval.queries=1", "eval.cot_tokens=4", "data.holdout=0.25"]
