@@ -59,16 +59,21 @@ def teacher_rows(args, out: Path, corpus, folds, out_of_fold, student_fold, trai
     if not args.teacher_base:
         raise SystemExit("--rows mpnet* needs --teacher-base DIR (dir=$(../shared/models/mpnet.sh))")
     js = corpus.judgments
+
+    def zero_shot() -> np.ndarray:
+        """One pass over the judged products (the embedding cache keeps it); last, so that a job training the
+        teacher can run beside the `--rows mpnet` job that computes it."""
+        path = out / "zero_shot_teacher.npy"
+        if not path.exists():
+            s = BiEncoderStudent(args.teacher_base).score_pairs(
+                [j.query for j in js], [corpus.products[j.product_id] for j in js], progress=True
+            )
+            np.save(path, np.array(s))
+        return np.load(path)
+
     res = {}
-    path = out / "zero_shot_teacher.npy"
-    if not path.exists():  # one pass over the judged products (the embedding cache keeps it)
-        s = BiEncoderStudent(args.teacher_base).score_pairs(
-            [j.query for j in js], [corpus.products[j.product_id] for j in js], progress=True
-        )
-        np.save(path, np.array(s))
-    res["zs"] = np.load(path)
     if args.rows == "mpnet":
-        return res
+        return {"zs": zero_shot()}
     ce_cfg, train_ce, ce_cls = kinds["ce"]
     bi_cfg, train_bi, bi_cls = kinds["bi"]
     lim = args.teacher_folds
@@ -83,7 +88,7 @@ def teacher_rows(args, out: Path, corpus, folds, out_of_fold, student_fold, trai
             "tbi", student_fold("tbi", StudentConfig(loss="mnrl", **teach), train_bi, bi_cls, gold), lim
         )
     if args.rows == "mpnet-tuned":
-        return res
+        return res | {"zs": zero_shot()}
 
     def distilled(k: int, held: list[str]) -> list[dict]:
         """Fold k's training queries: gold + the scores of fold k's teacher (trained on these queries only) on
@@ -97,7 +102,7 @@ def teacher_rows(args, out: Path, corpus, folds, out_of_fold, student_fold, trai
     dce_cfg, dbi_cfg = (replace(c, gold_weight=args.distil_gold_weight) for c in (ce_cfg, bi_cfg))
     res["dce"] = out_of_fold("dce", student_fold("dce", dce_cfg, train_ce, ce_cls, distilled), lim)
     res["dbi"] = out_of_fold("dbi", student_fold("dbi", dbi_cfg, train_bi, bi_cls, distilled), lim)
-    return res
+    return res | {"zs": zero_shot()}
 
 
 def mpnet_rows(mp: dict, oof: dict, X, X_zero, names: list[str], cols: dict, qid, ltr_oof, nested) -> dict:
