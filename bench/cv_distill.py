@@ -63,12 +63,19 @@ def teacher_rows(args, out: Path, corpus, folds, out_of_fold, student_fold, trai
     def zero_shot() -> np.ndarray:
         """One pass over the judged products (the embedding cache keeps it); last, so that a job training the
         teacher can run beside the `--rows mpnet` job that computes it."""
-        path = out / "zero_shot_teacher.npy"
+        path = out / f"zero_shot_teacher_w{args.teacher_words}.npy"
         if not path.exists():
-            s = BiEncoderStudent(args.teacher_base).score_pairs(
-                [j.query for j in js], [corpus.products[j.product_id] for j in js], progress=True
-            )
-            np.save(path, np.array(s))
+            st = BiEncoderStudent(args.teacher_base)
+            st.max_words = args.teacher_words
+            pids = sorted({j.product_id for j in js})
+            vec = {}
+            for i in range(0, len(pids), 256):  # each chunk lands in the embedding cache: a killed run resumes
+                chunk = pids[i : i + 256]
+                vec |= dict(zip(chunk, st.embed_products([corpus.products[p] for p in chunk]), strict=True))
+                logging.info("teacher zero-shot: %d of %d products embedded", len(vec), len(pids))
+            qs = sorted({j.query for j in js})
+            qv = dict(zip(qs, st.embed_texts(qs), strict=True))
+            np.save(path, np.array([float(qv[j.query] @ vec[j.product_id]) for j in js]))
         return np.load(path)
 
     res = {}
@@ -177,6 +184,9 @@ def main() -> None:
         help="cheap: no student training, LTR without students; mpnet*: the --teacher-base rows (see above)",
     )
     ap.add_argument("--teacher-base", help="teacher model folder (all-mpnet-base-v2) for the mpnet rows")
+    ap.add_argument(
+        "--teacher-words", type=int, default=40, help="product text words for the zero-shot teacher cosine"
+    )
     ap.add_argument("--teacher-epochs", type=float, default=1.0, help="passes of the fine-tuned teacher")
     ap.add_argument("--teacher-max-steps", type=int, default=-1, help="cut each teacher training to this many steps")
     ap.add_argument("--teacher-lr", type=float, default=2e-5, help="peak learning rate of the teacher")
