@@ -144,6 +144,7 @@ def mpnet_rows(mp: dict, oof: dict, X, X_zero, names: list[str], cols: dict, qid
     rows["LTR, no students, mpnet cosine instead of MiniLM's"] = ltr_oof(M, cands["mpnet cosine"])
     rows["LTR, no students + mpnet cosine"] = ltr_oof(M, cands["both"], "LTR, no students + mpnet cosine")
     rows["LTR, no students, cosine(s) chosen on inner folds (nested CV)"] = nested(M, cands)
+    rows["LTR, no students + attribute groups (no mpnet)"] = ltr_oof(M, no_ce + cols["groups"])
     rows["LTR, no students + mpnet cosine + attribute groups"] = ltr_oof(M, cands["both"] + cols["groups"])
     if "tce" in mp:
         rows["mpnet cross-encoder (out of fold)"] = mp["tce"]
