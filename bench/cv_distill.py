@@ -368,6 +368,7 @@ def main() -> None:
             "minus_ltr_no_students": float(r.mean()),
             "minus_ltr_no_students_se": float(r.std(ddof=1) / np.sqrt(len(r))),
             "per_fold": [float(np.mean([per_q[q] for q in f])) if f[0] in per_q else float("nan") for f in folds],
+            "per_query": {q: float(per_q[q]) for q in qs},  # for paired differences between any two rows
         }
     report["importance_gain"] = gains
     report["nested_picks"] = picks
