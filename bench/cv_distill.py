@@ -22,7 +22,9 @@ fold as a cross-encoder (the teacher) and as a bi-encoder. `--rows mpnet-distil`
 teacher + gold targets: fold k's teacher (trained on fold k's training queries only) scores those queries' judged
 pairs and their unjudged BM25 top-N catalogue products (`--teacher-top-n`), with `lref distill teacher
 --student`'s code. Gold-only MiniLM students are scored too when their out-of-fold scores are cached in --out
-(`oof_ce.npy`, `oof_bi.npy`: `--rows all` writes them), otherwise their rows are left out.
+(`oof_ce.npy`, `oof_bi.npy`: `--rows all` writes them), otherwise their rows are left out. `--teacher-folds N`
+trains the mpnet models on the first N folds only (their rows are then read over those folds' queries),
+`--skip-teacher-bi` leaves the fine-tuned mpnet bi-encoder out, `--teacher-words` cuts mpnet's product text.
 """
 
 from __future__ import annotations
