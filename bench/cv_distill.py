@@ -14,6 +14,17 @@ interrupted run resumes at the next fold. Writes cv.json and cv.md (mean, standa
 `lref.distill.attributes` added, each group left out in turn (leave-one-group-out), the group set picked on
 inner folds of each reported fold (nested CV), plus the LightGBM gain
 of every feature summed over the folds. `--rows all` (the default) adds the student rows.
+
+A stronger teacher (issue 14): `--teacher-base DIR` (all-mpnet-base-v2: `dir=$(../shared/models/mpnet.sh)`).
+`--rows mpnet` trains nothing: zero-shot mpnet cosine, and the LTR without students with the mpnet cosine in place
+of MiniLM's or beside it (and that choice made on inner folds). `--rows mpnet-tuned` adds mpnet fine-tuned out of
+fold as a cross-encoder (the teacher) and as a bi-encoder. `--rows mpnet-distil` adds MiniLM students trained on
+teacher + gold targets: fold k's teacher (trained on fold k's training queries only) scores those queries' judged
+pairs and their unjudged BM25 top-N catalogue products (`--teacher-top-n`), with `lref distill teacher
+--student`'s code. Gold-only MiniLM students are scored too when their out-of-fold scores are cached in --out
+(`oof_ce.npy`, `oof_bi.npy`: `--rows all` writes them), otherwise their rows are left out. `--teacher-folds N`
+trains the mpnet models on the first N folds only (their rows are then read over those folds' queries),
+`--skip-teacher-bi` leaves the fine-tuned mpnet bi-encoder out, `--teacher-words` cuts mpnet's product text.
 """
 
 from __future__ import annotations
@@ -37,6 +48,128 @@ def per_query_ndcg(qid: np.ndarray, y: np.ndarray, s: np.ndarray) -> dict[str, f
     return ndcg_per_query(list(qid), list(y), list(s), k=10)
 
 
+def teacher_rows(args, out: Path, corpus, folds, out_of_fold, student_fold, train_corpus_of, kinds) -> dict:
+    """The `--teacher-base` scores of every judged pair, out of fold where trained: `zs` (zero-shot cosine),
+    `tce` / `tbi` (fine-tuned as a cross-encoder / bi-encoder, gold only), `dce` / `dbi` (the MiniLM students
+    trained on the fold teacher's scores + gold)."""
+    from dataclasses import replace
+
+    from lref.distill.recall import BiEncoderStudent
+    from lref.distill.student import StudentConfig, build_examples, read_teacher
+    from lref.distill.teacher import StudentTeacher, candidate_pairs, score_pairs
+
+    if not args.teacher_base:
+        raise SystemExit("--rows mpnet* needs --teacher-base DIR (dir=$(../shared/models/mpnet.sh))")
+    js = corpus.judgments
+
+    def zero_shot() -> np.ndarray:
+        """One pass over the judged products (the embedding cache keeps it); last, so that a job training the
+        teacher can run beside the `--rows mpnet` job that computes it."""
+        path = out / f"zero_shot_teacher_w{args.teacher_words}.npy"
+        if not path.exists():
+            st = BiEncoderStudent(args.teacher_base)
+            st.max_words = args.teacher_words
+            pids = sorted({j.product_id for j in js})
+            vec = {}
+            for i in range(0, len(pids), 256):  # each chunk lands in the embedding cache: a killed run resumes
+                chunk = pids[i : i + 256]
+                vec |= dict(zip(chunk, st.embed_products([corpus.products[p] for p in chunk]), strict=True))
+                logging.info("teacher zero-shot: %d of %d products embedded", len(vec), len(pids))
+            qs = sorted({j.query for j in js})
+            qv = dict(zip(qs, st.embed_texts(qs), strict=True))
+            np.save(path, np.array([float(qv[j.query] @ vec[j.product_id]) for j in js]))
+        return np.load(path)
+
+    res = {}
+    if args.rows == "mpnet":
+        return {"zs": zero_shot()}
+    ce_cfg, train_ce, ce_cls = kinds["ce"]
+    bi_cfg, train_bi, bi_cls = kinds["bi"]
+    lim = args.teacher_folds
+    teach = {"base": args.teacher_base, "epochs": args.teacher_epochs, "max_steps": args.teacher_max_steps}
+    teach |= {"learning_rate": args.teacher_lr, "batch_size": 16}
+    gold = lambda k, held: build_examples(train_corpus_of(held))  # noqa: E731
+    res["tce"] = out_of_fold(
+        "tce", student_fold("tce", StudentConfig(loss="bce", **teach), train_ce, ce_cls, gold), lim
+    )
+    if not args.skip_teacher_bi:
+        res["tbi"] = out_of_fold(
+            "tbi", student_fold("tbi", StudentConfig(loss="mnrl", **teach), train_bi, bi_cls, gold), lim
+        )
+    if args.rows == "mpnet-tuned":
+        return res | {"zs": zero_shot()}
+
+    def distilled(k: int, held: list[str]) -> list[dict]:
+        """Fold k's training queries: gold + the scores of fold k's teacher (trained on these queries only) on
+        their judged pairs and unjudged BM25 top-N products."""
+        train_c = train_corpus_of(held)
+        tpath = out / f"teacher{k}.jsonl"
+        pairs = candidate_pairs(train_c, top_bm25=args.teacher_top_n, top_dense=0)
+        score_pairs(StudentTeacher(out / f"tce{k}", corpus.scheme), train_c, pairs, tpath, chunk_size=256)
+        return build_examples(train_c, read_teacher(tpath), gold_weight=args.distil_gold_weight)
+
+    dce_cfg, dbi_cfg = (replace(c, gold_weight=args.distil_gold_weight) for c in (ce_cfg, bi_cfg))
+    res["dce"] = out_of_fold("dce", student_fold("dce", dce_cfg, train_ce, ce_cls, distilled), lim)
+    res["dbi"] = out_of_fold("dbi", student_fold("dbi", dbi_cfg, train_bi, bi_cls, distilled), lim)
+    return res | {"zs": zero_shot()}
+
+
+def mpnet_rows(mp: dict, oof: dict, X, X_zero, names: list[str], cols: dict, qid, ltr_oof, nested) -> dict:
+    """The `--rows mpnet*` scorers from the teacher's scores `mp` (see `teacher_rows`); LTR rows only for scores
+    of every fold. `cols`: column lists `no_ce`, `everything`, `groups` of X. Adds the teacher cosine columns to
+    `names`."""
+    from lref.distill.features import FEATURES, per_query_z
+
+    z = lambda v: per_query_z(v, qid)  # noqa: E731
+    done = lambda v: v is not None and not np.isnan(v).any()  # noqa: E731
+    bi, bi_qz, ce, ce_qz = (FEATURES.index(f) for f in ("bi_cosine", "bi_cosine_qz", "ce_score", "ce_score_qz"))
+    no_ce, everything = cols["no_ce"], cols["everything"]
+
+    def with_students(M, bi_s=None, ce_s=None):
+        M = M.copy()
+        for s, c, cz in ((bi_s, bi, bi_qz), (ce_s, ce, ce_qz)):
+            if s is not None:
+                M[:, c], M[:, cz] = s, z(s)
+        return M
+
+    rows = {}
+    if done(oof["ce"]) and done(oof["bi"]):  # the gold-only MiniLM students, when cached in --out
+        rows["cross-encoder (out of fold)"], rows["bi-encoder (out of fold)"] = oof["ce"], oof["bi"]
+        rows["LTR, all features (the pipeline)"] = ltr_oof(with_students(X_zero, oof["bi"], oof["ce"]), everything)
+    zs = mp["zs"]
+    rows["zero-shot mpnet"] = zs
+    names += ["teacher_cosine", "teacher_cosine_qz"]
+    M = np.column_stack([X_zero, zs, z(zs)])
+    t = [len(names) - 2, len(names) - 1]
+    cands = {"MiniLM cosine": no_ce, "mpnet cosine": [c for c in no_ce if c not in (bi, bi_qz)] + t}
+    cands["both"] = no_ce + t
+    rows["LTR, no students, mpnet cosine instead of MiniLM's"] = ltr_oof(M, cands["mpnet cosine"])
+    rows["LTR, no students + mpnet cosine"] = ltr_oof(M, cands["both"], "LTR, no students + mpnet cosine")
+    rows["LTR, no students, cosine(s) chosen on inner folds (nested CV)"] = nested(M, cands)
+    rows["LTR, no students + attribute groups (no mpnet)"] = ltr_oof(M, no_ce + cols["groups"])
+    rows["LTR, no students + mpnet cosine + attribute groups"] = ltr_oof(M, cands["both"] + cols["groups"])
+    if "tce" in mp:
+        rows["mpnet cross-encoder (out of fold)"] = mp["tce"]
+        if done(mp["tce"]):
+            rows["LTR, no students + mpnet cosine + mpnet cross-encoder"] = ltr_oof(
+                with_students(M, None, mp["tce"]), cands["both"] + [ce, ce_qz]
+            )
+    if "tbi" in mp:
+        rows["mpnet bi-encoder (out of fold)"] = mp["tbi"]
+        if done(mp["tbi"]) and done(mp["tce"]):
+            rows["LTR + mpnet bi-encoder + mpnet cross-encoder"] = ltr_oof(
+                with_students(X_zero, mp["tbi"], mp["tce"]), everything
+            )
+    if "dce" in mp:
+        rows["cross-encoder, mpnet teacher + gold (out of fold)"] = mp["dce"]
+        rows["bi-encoder, mpnet teacher + gold (out of fold)"] = mp["dbi"]
+        if done(mp["dce"]) and done(mp["dbi"]):
+            D = with_students(X_zero, mp["dbi"], mp["dce"])
+            rows["LTR, distilled students, no cross-encoder"] = ltr_oof(D, no_ce)
+            rows["LTR, distilled students (the pipeline, teacher + gold)"] = ltr_oof(D, everything)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "esci150"))
@@ -48,8 +181,22 @@ def main() -> None:
     ap.add_argument("--base", help="student base model (default: local MiniLM)")
     ap.add_argument("--out", default="runs/cv_distill")
     ap.add_argument(
-        "--rows", choices=["all", "cheap"], default="all", help="cheap: no student training, LTR without students"
+        "--rows",
+        choices=["all", "cheap", "mpnet", "mpnet-tuned", "mpnet-distil"],
+        default="all",
+        help="cheap: no student training, LTR without students; mpnet*: the --teacher-base rows (see above)",
     )
+    ap.add_argument("--teacher-base", help="teacher model folder (all-mpnet-base-v2) for the mpnet rows")
+    ap.add_argument(
+        "--teacher-words", type=int, default=40, help="product text words for the zero-shot teacher cosine"
+    )
+    ap.add_argument("--teacher-epochs", type=float, default=1.0, help="passes of the fine-tuned teacher")
+    ap.add_argument("--teacher-max-steps", type=int, default=-1, help="cut each teacher training to this many steps")
+    ap.add_argument("--teacher-lr", type=float, default=2e-5, help="peak learning rate of the teacher")
+    ap.add_argument("--teacher-top-n", type=int, default=5, help="unjudged BM25 candidates per query it scores")
+    ap.add_argument("--teacher-folds", type=int, help="train the mpnet-tuned/distil models on the first N folds only")
+    ap.add_argument("--skip-teacher-bi", action="store_true", help="no fine-tuned mpnet bi-encoder rows")
+    ap.add_argument("--distil-gold-weight", type=float, default=0.5, help="gold weight of the distilled targets")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -74,25 +221,45 @@ def main() -> None:
         "ce": (StudentConfig(loss="bce", epochs=args.ranker_epochs, **common), train_ranker, CrossEncoderStudent),
         "bi": (StudentConfig(loss="mnrl", epochs=args.recall_epochs, **common), train_recall, BiEncoderStudent),
     }
-    oof = {k: np.full(len(js), np.nan) for k in kinds}
-    for kind, (cfg, train, student_cls) in kinds.items():
-        if args.rows == "cheap":
-            break
-        path = out / f"oof_{kind}.npy"
+
+    def train_corpus_of(held: list[str]):
+        return corpus.subset([q for q in corpus.query_ids if q not in set(held)])
+
+    def out_of_fold(name: str, train_score, limit: int | None = None) -> np.ndarray:
+        """Scores of every judged pair by models that never saw its query, cached per fold in OUT/oof_NAME.npy:
+        `train_score(k, held, rows)` trains on the other folds and scores the judgment rows `rows`. With
+        `limit`, only the first `limit` folds (the other rows stay NaN)."""
+        path = out / f"oof_{name}.npy"
         scores = np.load(path) if path.exists() else np.full(len(js), np.nan)
-        for k, held in enumerate(folds):
+        for k, held in enumerate(folds[:limit]):
             rows = np.flatnonzero(np.isin(qid, held))
             if not np.isnan(scores[rows]).any():
                 continue  # done in an earlier run
-            train_corpus = corpus.subset([q for q in corpus.query_ids if q not in set(held)])
-            train(build_examples(train_corpus), corpus.products, cfg, out / f"{kind}{k}")
-            s = student_cls(out / f"{kind}{k}").score_pairs(
+            scores[rows] = train_score(k, held, rows)
+            np.save(path, scores)
+            logging.info("%s fold %d/%d scored", name, k + 1, len(folds))
+        return scores
+
+    def student_fold(kind: str, cfg, train, student_cls, examples_of):
+        def train_score(k: int, held: list[str], rows: np.ndarray) -> list[float]:
+            if not (out / f"{kind}{k}" / "distill.json").exists():
+                train(examples_of(k, held), corpus.products, cfg, out / f"{kind}{k}")
+            return student_cls(out / f"{kind}{k}").score_pairs(
                 [js[n].query for n in rows], [corpus.products[js[n].product_id] for n in rows]
             )
-            scores[rows] = s
-            np.save(path, scores)
-            logging.info("%s fold %d/%d scored", kind, k + 1, len(folds))
-        oof[kind] = scores
+
+        return train_score
+
+    gold_examples = lambda k, held: build_examples(train_corpus_of(held))  # noqa: E731
+    oof = {k: np.full(len(js), np.nan) for k in kinds}
+    for kind, (cfg, train, student_cls) in kinds.items():
+        if args.rows == "all" or (args.rows.startswith("mpnet") and (out / f"oof_{kind}.npy").exists()):
+            oof[kind] = out_of_fold(kind, student_fold(kind, cfg, train, student_cls, gold_examples))
+    mp = (
+        teacher_rows(args, out, corpus, folds, out_of_fold, student_fold, train_corpus_of, kinds)
+        if (args.rows.startswith("mpnet"))
+        else {}
+    )
 
     names = feature_names(GROUP_NAMES)
     X = FeatureBuilder(None, None, None, groups=GROUP_NAMES).matrix(corpus, progress=True, ce_scores=list(oof["ce"]))
@@ -167,25 +334,31 @@ def main() -> None:
         }
     scorers[ref] = ltr_oof(X_zero, no_ce, ref)
     new = "LTR, no students + attribute groups"
-    scorers[new] = ltr_oof(X_zero, no_ce + cols_of(GROUP_NAMES), new)
-    candidates = {"no groups": no_ce, "all groups": no_ce + cols_of(GROUP_NAMES)}
-    for g in GROUP_NAMES:
-        cols = no_ce + cols_of([x for x in GROUP_NAMES if x != g])
-        scorers[f"{new} - {g}"] = ltr_oof(X_zero, cols)
-        candidates[f"all - {g}"] = cols
-    nested_name = "LTR, no students + attribute groups chosen on inner folds (nested CV)"
-    scorers[nested_name] = nested(X_zero, candidates)
+    if args.rows in ("all", "cheap"):
+        scorers[new] = ltr_oof(X_zero, no_ce + cols_of(GROUP_NAMES), new)
+        candidates = {"no groups": no_ce, "all groups": no_ce + cols_of(GROUP_NAMES)}
+        for g in GROUP_NAMES:
+            cols = no_ce + cols_of([x for x in GROUP_NAMES if x != g])
+            scorers[f"{new} - {g}"] = ltr_oof(X_zero, cols)
+            candidates[f"all - {g}"] = cols
+        nested_name = "LTR, no students + attribute groups chosen on inner folds (nested CV)"
+        scorers[nested_name] = nested(X_zero, candidates)
     if args.rows == "all":
         scorers["LTR, no cross-encoder"] = ltr_oof(X, no_ce)
         scorers["LTR, all features (the pipeline)"] = ltr_oof(X, everything)
         scorers["LTR, all features + attribute groups"] = ltr_oof(X, everything + cols_of(GROUP_NAMES))
-
+    if args.rows.startswith("mpnet"):
+        cols = {"no_ce": no_ce, "everything": everything, "groups": cols_of(GROUP_NAMES)}
+        scorers |= mpnet_rows(mp, oof, X, X_zero, names, cols, qid, ltr_oof, nested)
     report = {"n_queries": len(corpus.query_ids), "folds": len(folds), "rows": args.rows, "scorers": {}}
     base = per_query_ndcg(qid, y, bm25)
     ref_q = per_query_ndcg(qid, y, np.nan_to_num(scorers[ref]))
     for name, s in scorers.items():
-        per_q = per_query_ndcg(qid, y, np.nan_to_num(s))
+        m = ~np.isnan(s)  # a row trained on some folds only (--teacher-folds) is reported over their queries
+        per_q = per_query_ndcg(qid[m], y[m], s[m])
         qs = sorted(per_q)
+        if len(qs) < len(base):
+            name = f"{name} [{len(qs)} of {len(base)} queries]"
         v = np.array([per_q[q] for q in qs])
         d = v - np.array([base[q] for q in qs])
         r = v - np.array([ref_q[q] for q in qs])
@@ -196,7 +369,8 @@ def main() -> None:
             "minus_bm25_se": float(d.std(ddof=1) / np.sqrt(len(d))),
             "minus_ltr_no_students": float(r.mean()),
             "minus_ltr_no_students_se": float(r.std(ddof=1) / np.sqrt(len(r))),
-            "per_fold": [float(np.mean([per_q[q] for q in f])) for f in folds],
+            "per_fold": [float(np.mean([per_q[q] for q in f])) if f[0] in per_q else float("nan") for f in folds],
+            "per_query": {q: float(per_q[q]) for q in qs},  # for paired differences between any two rows
         }
     report["importance_gain"] = gains
     report["nested_picks"] = picks
@@ -213,7 +387,8 @@ def main() -> None:
             f"| {name} | {r['ndcg@10']:.4f} | {r['se']:.4f} | {r['minus_bm25']:+.4f} ({r['minus_bm25_se']:.4f}) "
             f"| {r['minus_ltr_no_students']:+.4f} ({r['minus_ltr_no_students_se']:.4f}) | {folds_txt} |"
         )
-    lines += ["", f"Nested CV: the group set picked on the inner folds of each reported fold: {', '.join(picks)}."]
+    lines += ["", f"Nested CV: the set picked on the inner folds of each reported fold: {', '.join(picks)}."]
+    new = new if new in gains else list(gains)[-1]
     g = gains[new]
     total = sum(g.values()) or 1.0
     lines += ["", f"LightGBM gain of `{new}`, summed over the {len(folds)} folds:", ""]

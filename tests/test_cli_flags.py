@@ -23,7 +23,6 @@ RAY = {f.name: f.default for f in dataclasses.fields(RayArgs)}  # issue 12: batc
 ADDED = {
     "tag": RAY,
     "score": {**RAY, "resume": False},
-    "distill teacher": {**RAY, "resume": False},
     # issue 11: the students served beside (or instead of) the LLM judge, and the request limits
     "serve": {
         "ranker": None,
@@ -40,7 +39,11 @@ ADDED = {
     # issue 14: perturbed evaluation and LTR feature groups
     "eval": {"perturb": None, "perturb_seed": 0, "perturb_per_query": 1},
     "distill ltr": {"feature_groups": None, "drop_feature_groups": None},
+    # issue 14: a trained student folder as the teacher, one more source beside --model / --endpoint
+    "distill teacher": {**RAY, "resume": False, "student": None},
 }
+# flags added to an old mutually exclusive group: {path: {flag: the group's old member it joins}}
+ADDED_EXCLUSIVE = {"distill teacher": {"student": "model"}}
 # flags whose `required` changed on purpose: `lref serve` may serve students without an LLM (issue 11)
 NOW_OPTIONAL = {("serve", "model")}
 
@@ -104,7 +107,9 @@ def test_flag_names_required_and_choices_survive(path):
         action = {"_AppendAction": "append", "_ExtendAction": "extend"}.get(flag["action"])
         if action:
             assert f.metadata.get("action") == action and f.metadata.get("nargs") == flag["nargs"]
-    assert [sorted(g) for g in old["exclusive"]] == [
+    joins = ADDED_EXCLUSIVE.get(path, {})
+    old_groups = [g + [new for new, member in joins.items() if member in g] for g in old["exclusive"]]
+    assert [sorted(g) for g in old_groups] == [
         sorted(n for n, f in fields.items() if f.metadata.get("exclusive") == g)
         for g in {f.metadata["exclusive"] for f in fields.values() if f.metadata.get("exclusive")}
     ]

@@ -320,6 +320,62 @@ def test_teacher_bad_pairs_go_to_the_errors_file(corpus, tiny_model, tmp_path):
     assert err["product_id"] == "NOPE" and "not in the catalogue" in err["error"]
 
 
+def test_cli_teacher_from_a_student_folder_scores_resumes_and_feeds_the_students(esci_slice, tiny_bert, tmp_path):
+    """`lref distill teacher --student DIR`: a trained cross-encoder (or a bi-encoder folder) scores the judged and
+    the BM25 candidate pairs into the same teacher file an LLM judge writes, resumably."""
+    from lref.cli import main
+    from lref.distill.ranker import CrossEncoderStudent
+    from lref.distill.recall import BiEncoderStudent
+    from lref.distill.student import build_examples, read_teacher
+    from lref.distill.teacher import student_kind
+
+    corpus = load_dir(esci_slice)
+    ce = tmp_path / "ce"
+    argv = ["distill", "ranker", "--data", str(esci_slice), "--base", tiny_bert, "--max-steps", "2"]
+    assert main([*argv, "--batch-size", "4", "--max-length", "32", "--out", str(ce)]) == 0
+    (ce / "distill.json").unlink()  # the kind is read from sentence-transformers' config without it
+    assert student_kind(ce) == "cross-encoder" and student_kind(tiny_bert) == "bi-encoder"
+    out = tmp_path / "t" / "scores.jsonl"
+    teach = ["distill", "teacher", "--data", str(esci_slice), "--top-bm25", "2", "--top-dense", "0"]
+    assert main([*teach, "--student", str(ce), "--out", str(out)]) == 0
+    rows = read_teacher(out)
+    judged = {(j.query_id, j.product_id) for j in corpus.judgments}
+    assert {(r["query_id"], r["product_id"]) for r in rows if r["source"] == "judged"} == judged
+    aug = [r for r in rows if r["source"] == "bm25"]
+    assert aug and all(r["gold_grade"] is None and (r["query_id"], r["product_id"]) not in judged for r in aug)
+    want = CrossEncoderStudent(ce).score_pairs(
+        [r["query"] for r in rows], [corpus.products[r["product_id"]] for r in rows]
+    )
+    np.testing.assert_allclose([r["score"] for r in rows], want, atol=1e-6)
+    for r in rows:
+        assert r["probs"] is None and r["teacher"] == "cross-encoder:ce"
+        assert r["label"] == corpus.scheme.label_of_value(round(r["score"] * 3))  # esci grades 0..3, nearest
+    n = len(rows)
+    with out.open("r+b") as f:  # a kill after 5 rows and half of the 6th
+        lines = f.read().splitlines(keepends=True)
+        f.seek(0)
+        f.truncate()
+        f.write(b"".join(lines[:5]) + lines[5][:20])
+    assert main([*teach, "--student", str(ce), "--out", str(out)]) == 0
+    again = read_teacher(out)
+    assert sorted((r["query_id"], r["product_id"]) for r in again) == sorted(
+        (r["query_id"], r["product_id"]) for r in rows
+    )
+    assert len(again) == n
+    ex = build_examples(corpus, again, gold_weight=0.5)
+    assert sum(e["gold"] is None for e in ex) == len(aug)  # the augmented pairs train the students
+
+    bi_out = tmp_path / "bi.jsonl"  # a plain (untrained) model folder: a bi-encoder, cosine clipped to [0, 1]
+    assert main([*teach, "--top-bm25", "0", "--student", tiny_bert, "--out", str(bi_out)]) == 0
+    bi = read_teacher(bi_out)
+    cos = BiEncoderStudent(tiny_bert).score_pairs(
+        [r["query"] for r in bi], [corpus.products[r["product_id"]] for r in bi]
+    )
+    np.testing.assert_allclose([r["score"] for r in bi], np.clip(cos, 0, 1), atol=1e-6)
+    with pytest.raises(SystemExit):  # one source only
+        main([*teach, "--student", str(ce), "--model", tiny_bert, "--out", str(bi_out)])
+
+
 # ---------------------------------------------------------------------------------------------- CLI
 
 

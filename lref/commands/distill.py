@@ -40,8 +40,14 @@ class SplitArgs(DistillCorpusArgs):
 class TeacherArgs(RayResumeArgs, DistillCorpusArgs):
     model: str | None = arg("teacher model folder or Hub id (transformers backend)", None, exclusive="source")
     endpoint: str | None = arg("OpenAI-compatible server URL (needs lref.engines.openai)", None, exclusive="source")
+    student: str | None = arg(
+        "a trained cross-encoder or bi-encoder folder as the teacher instead of an LLM judge (e.g. lref distill "
+        "ranker --base all-mpnet-base-v2): its scores in [0, 1]",
+        None,
+        exclusive="source",
+    )
     adapter: str | None = arg("LoRA adapter folder for --model", None)
-    batch_size: int = arg("prompts per forward pass (local model)", 16)
+    batch_size: int = arg("prompts (pairs for --student) per forward pass (local model)", 16)
     max_product_tokens: int = arg("product text is cut to this many tokens in the prompt", 256)
     served_model: str | None = arg("model name on the --endpoint server", None)
     top_bm25: int = arg("unjudged BM25 top-N products added per query", 10)
@@ -213,9 +219,13 @@ def _kfold(corpus, args) -> int:
 
 
 def cmd_teacher(args: TeacherArgs) -> int:
-    from lref.distill.teacher import candidate_pairs, score_pairs
+    from lref.distill.teacher import StudentTeacher, candidate_pairs, score_pairs
     from lref.engines.factory import make_engine
 
+    if args.student and args.ray:
+        from lref.config import ConfigError
+
+        raise ConfigError("--student scores in this process; --ray runs LLM judges (--model or --endpoint)")
     corpus = args.load()
     pairs = candidate_pairs(corpus, args.top_bm25, args.top_dense)
     if args.ray:  # chunks of --chunk-size pairs per engine call, as below, in Ray actors
@@ -234,7 +244,10 @@ def cmd_teacher(args: TeacherArgs) -> int:
             f"in {s['seconds']} s -> {args.out}"
         )
         return 0
-    engine = make_engine(args.model, args.endpoint, args.adapter, args.scheme, args.batch_size, args.served_model)
+    if args.student:
+        engine = StudentTeacher(args.student, corpus.scheme, args.batch_size)
+    else:
+        engine = make_engine(args.model, args.endpoint, args.adapter, args.scheme, args.batch_size, args.served_model)
     stats = score_pairs(engine, corpus, pairs, args.out, args.chunk_size, args.max_product_tokens)
     print(
         f"teacher: {stats['scored']} pairs scored now, {stats['skipped']} already done, {stats['errors']} errors "

@@ -6,6 +6,10 @@ is append-only JSONL, one row per pair with `probs` per grade and the expected-g
 and fsync'ed chunk by chunk. A rerun reads the keys already written (cutting a torn last line left by
 a kill), skips them and scores only the rest, so after any interruption every pair ends up exactly
 once. Pairs that fail go to `<out>.errors.jsonl` with the reason and are retried on the next run.
+
+The teacher is an LLM judge (an `Engine`: a grade distribution per pair) or a trained student folder
+(`StudentTeacher`: a cross-encoder or bi-encoder, e.g. all-mpnet-base-v2 fine-tuned on the gold grades), whose
+score in [0, 1] is written in the same file, so the students train on either alike.
 """
 
 from __future__ import annotations
@@ -130,6 +134,57 @@ def score_chunk(
     return rows, bad
 
 
+class StudentTeacher:
+    """A student folder as the teacher: `score_chunk` writes its pair scores as the teacher's expected grade.
+
+    A cross-encoder (`lref distill ranker`: sigmoid output trained on grade / max grade) gives a calibrated
+    score; a bi-encoder's cosine is clipped to [0, 1] (not calibrated). The kind comes from the folder's
+    `distill.json`, else from sentence-transformers' `model_type` (CrossEncoder), else it is a bi-encoder, as a
+    plain sentence-transformers model folder (all-mpnet-base-v2) is. Rows have no grade distribution
+    (`probs` null); `label` is the grade nearest to the score.
+    """
+
+    def __init__(self, model_dir: str | Path, scheme, batch_size: int = 64):
+        from lref.distill.ranker import CrossEncoderStudent
+        from lref.distill.recall import BiEncoderStudent
+        from lref.distill.student import read_meta, student_folder
+
+        folder = student_folder(model_dir, "teacher student")
+        self.kind = read_meta(folder).get("kind") or student_kind(folder)
+        self.scheme = scheme
+        self.name = f"{self.kind}:{folder.name}"
+        cls = CrossEncoderStudent if self.kind == "cross-encoder" else BiEncoderStudent
+        self.student = cls(folder, batch_size=batch_size)
+
+    def label_of(self, score: float) -> str:
+        """The scheme's grade nearest to a score in [0, 1]."""
+        lo, hi = self.scheme.min_value, self.scheme.max_value
+        return min(self.scheme.grades, key=lambda g: abs(g.value - (lo + score * (hi - lo)))).label
+
+    def score_chunk(self, products: Mapping[str, Product], pairs: Sequence[dict]) -> tuple[list[dict], list[dict]]:
+        """(scored rows, failed pairs), as `score_chunk` for an engine."""
+        ok = [p for p in pairs if p["product_id"] in products]
+        bad = [{**p, "error": "product not in the catalogue"} for p in pairs if p["product_id"] not in products]
+        try:
+            s = self.student.score_pairs([p["query"] for p in ok], [products[p["product_id"]] for p in ok])
+        except Exception as e:  # as for an engine: recorded, retried on the next run
+            log.warning("teacher batch of %d pairs failed: %s", len(ok), e)
+            return [], bad + [{**p, "error": f"{type(e).__name__}: {e}"} for p in ok]
+        rows = []
+        for p, x in zip(ok, s, strict=True):
+            x = min(1.0, max(0.0, float(x)))
+            rows.append({**p, "probs": None, "score": x, "label": self.label_of(x), "teacher": self.name})
+        return rows, bad
+
+
+def student_kind(folder: str | Path) -> str:
+    """The kind of a model folder: `cross-encoder` when sentence-transformers saved it as a CrossEncoder, else
+    `bi-encoder`."""
+    cfg = Path(folder) / "config_sentence_transformers.json"
+    model_type = json.loads(cfg.read_text(encoding="utf-8")).get("model_type") if cfg.exists() else None
+    return "cross-encoder" if model_type == "CrossEncoder" else "bi-encoder"
+
+
 def score_pairs(
     engine,
     corpus: Corpus,
@@ -139,7 +194,9 @@ def score_pairs(
     max_product_tokens: int = 256,
     progress: bool = True,
 ) -> dict:
-    """Score `pairs` with `engine` into `out` (appending), skipping pairs already there. Returns counts."""
+    """Score `pairs` with `engine` (or a `StudentTeacher`) into `out` (appending), skipping pairs already there.
+
+    Returns counts."""
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -157,7 +214,11 @@ def score_pairs(
     }
     with out.open("a", encoding="utf-8") as f, tqdm(total=len(todo), disable=not progress, desc="teacher") as bar:
         for s in range(0, len(todo), chunk_size):
-            rows, bad = score_chunk(engine, corpus.products, todo[s : s + chunk_size], max_product_tokens)
+            chunk = todo[s : s + chunk_size]
+            if isinstance(engine, StudentTeacher):
+                rows, bad = engine.score_chunk(corpus.products, chunk)
+            else:
+                rows, bad = score_chunk(engine, corpus.products, chunk, max_product_tokens)
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
