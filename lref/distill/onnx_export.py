@@ -127,7 +127,8 @@ class OnnxCrossEncoder:
         if cached_options(d) != DEFAULT_OPTIONS | options:
             export_onnx(model_dir, d, **options)
         name = "model_int8.onnx" if int8 else "model.onnx"
-        self.session = ort.InferenceSession(str(d / name), session_options(threads), providers=["CPUExecutionProvider"])
+        opts = session_options(threads)
+        self.session = ort.InferenceSession(str(d / name), opts, providers=["CPUExecutionProvider"])
         self.tokenizer = AutoTokenizer.from_pretrained(str(d))
         self.max_length = json.loads((d / "onnx.json").read_text(encoding="utf-8"))["max_length"]
         self.max_words = read_meta(model_dir).get("config", {}).get("max_words", STUDENT_PRODUCT_WORDS)
