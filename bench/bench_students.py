@@ -7,9 +7,12 @@ tokens. The baseline, measured in the same run, is the LLM judge's one-forward-p
 same pairs with the full judgment prompt, on a randomly initialised Qwen2 of the 0.5B class (hidden
 896, 24 layers; weights do not change the speed, and no download is needed). Without --ranker /
 --recall the students are fresh MiniLM models (same architecture, same speed as trained ones).
-`--onnx` adds the cross-encoder on ONNX Runtime, fp32 and dynamic int8 (`lref.distill.onnx_export`);
-with `--ranker` it also reports nDCG@10 over all esci150 judgments of fp32 torch, torch int8 and ONNX
-int8 (each query's candidates scored together, as `lref eval` does).
+`--onnx` adds the cross-encoder on ONNX Runtime (`lref.distill.onnx_export`), fp32 and dynamic int8,
+both as a plain export (unfused, int8 per tensor) and as lref exports it (fused by ONNX Runtime's
+transformer optimizer, int8 per channel with reduce_range), each exported into a temporary copy; with
+`--ranker` it also reports nDCG@10 over the esci150 judgments (all, or the first `--ndcg-queries`
+queries) of fp32 torch, torch int8 and each ONNX int8 (each query's candidates scored together, as
+`lref eval` does).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ def main() -> None:
     ap.add_argument("--ranker")
     ap.add_argument("--recall")
     ap.add_argument("--onnx", action="store_true", help="also the cross-encoder on ONNX Runtime (fp32, int8)")
+    ap.add_argument("--ndcg-queries", type=int, default=0, help="nDCG@10 over the first N queries (0: all)")
     args = ap.parse_args()
 
     import torch
@@ -90,7 +94,7 @@ def main() -> None:
     if args.ranker and args.onnx:
         from lref.distill.ranker import CrossEncoderStudent
 
-        quality["torch int8"] = ndcg10(corpus, CrossEncoderStudent(args.ranker, int8=True))
+        quality["torch int8"] = ndcg10(corpus, CrossEncoderStudent(args.ranker, int8=True), args.ndcg_queries)
 
     with tempfile.TemporaryDirectory() as tmp:
         path = init_tiny(Path(tmp) / "judge", args.data, vocab_size=2048, hidden_size=896, num_layers=24, num_heads=14)
@@ -118,38 +122,50 @@ def main() -> None:
         print(f"nDCG@10 cross-encoder {name}: {v:.4f} ({v - quality['fp32']:+.4f} against fp32)")
 
 
-def ndcg10(corpus, student) -> float:
-    """Mean nDCG@10 of a cross-encoder over every judged pair, queries scored whole (as `lref eval` does)."""
+def ndcg10(corpus, student, n_queries: int = 0) -> float:
+    """Mean nDCG@10 of a cross-encoder over the judged pairs of the first `n_queries` queries (0: all),
+    queries scored whole (as `lref eval` does)."""
     from lref.eval.metrics import mean_ndcg
 
     js = corpus.judgments
+    if n_queries:
+        keep = list(dict.fromkeys(j.query_id for j in js))[:n_queries]
+        js = [j for j in js if j.query_id in set(keep)]
     s = student.score_pairs([j.query for j in js], [corpus.products[j.product_id] for j in js])
     return mean_ndcg([j.query_id for j in js], [j.grade for j in js], s, 10)
 
 
 def onnx_rows(args, ce, corpus, queries, texts, results, tmp) -> dict:
-    """pairs/s of the cross-encoder on ONNX Runtime (fp32, int8) at the same length; nDCG@10 with --ranker."""
+    """pairs/s of the cross-encoder on ONNX Runtime at the same length, plain and as lref exports it (fp32,
+    int8), each exported into a copy of the ranker in `tmp`; nDCG@10 of each int8 with --ranker."""
+    import shutil
+
     from lref.distill.onnx_export import OnnxCrossEncoder
 
-    src = args.ranker
-    if not src:
-        src = str(Path(tmp) / "ce")
+    src = str(Path(tmp) / "ce")
+    if args.ranker:  # a copy: the exports below must not replace the ranker's own onnx/ folder
+        shutil.copytree(args.ranker, src, ignore=shutil.ignore_patterns("onnx", "_checkpoints"))
+    else:
         ce.save_pretrained(src)
+    plain = {"fuse": False, "per_channel": False, "reduce_range": False}
     quality = {}
-    for int8 in (False, True):
-        student = OnnxCrossEncoder(src, int8=int8, threads=args.threads)
-        student.max_length = args.max_length
+    for label, opts in (("onnx plain", plain), ("onnx", {})):
+        for int8 in (False, True):
+            student = OnnxCrossEncoder(src, int8=int8, threads=args.threads, **opts)
+            student.max_length = args.max_length
 
-        def score(n, student=student):  # plain batches of 64, as the torch rows are timed
-            student.predict(list(zip(queries[:n], texts[:n], strict=True)))
+            def score(n, student=student):  # batches of 64, sorted by length, as the torch rows are timed
+                student.predict(list(zip(queries[:n], texts[:n], strict=True)))
 
-        results[f"cross-encoder onnx{' int8' if int8 else ''}"] = rate(score, args.pairs)
-        if args.ranker:
-            quality["onnx int8" if int8 else "onnx fp32"] = ndcg10(corpus, student)
+            name = f"{label}{' int8' if int8 else ' fp32'}"
+            results[f"cross-encoder {name}"] = rate(score, args.pairs)
+            print(name, round(results[f"cross-encoder {name}"], 1), flush=True)
+            if args.ranker and int8:
+                quality[name] = ndcg10(corpus, student, args.ndcg_queries)
     if args.ranker:
         from lref.distill.ranker import CrossEncoderStudent
 
-        quality = {"fp32": ndcg10(corpus, CrossEncoderStudent(args.ranker)), **quality}
+        quality = {"fp32": ndcg10(corpus, CrossEncoderStudent(args.ranker), args.ndcg_queries), **quality}
     return quality
 
 

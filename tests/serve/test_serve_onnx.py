@@ -54,3 +54,45 @@ def test_lref_serve_ranker_backend_onnx(ranker_copy, corpus):
         ).json()
     got = {x["index"]: x["relevance_score"] for x in res["results"]}
     np.testing.assert_allclose([got[i] for i in range(len(js))], want, atol=1e-6)
+
+
+def test_export_is_fused_and_keyed_on_its_options(ranker_copy, corpus):
+    import json
+    from pathlib import Path
+
+    import onnx
+
+    from lref.distill.onnx_export import DEFAULT_OPTIONS, OnnxCrossEncoder, cached_options, export_onnx
+    from lref.distill.ranker import CrossEncoderStudent
+
+    d = Path(ranker_copy) / "onnx"
+
+    def ops(name):
+        return {n.op_type for n in onnx.load(str(d / name)).graph.node}
+
+    OnnxCrossEncoder(ranker_copy)  # default options: the export is made or reused
+    assert cached_options(d) == DEFAULT_OPTIONS
+    assert "Attention" in ops("model.onnx") and "SkipLayerNormalization" in ops("model.onnx")
+    assert "QAttention" in ops("model_int8.onnx") or "MatMulInteger" in ops("model_int8.onnx")
+    js = corpus.judgments[:12]
+    q, p = [j.query for j in js], [corpus.products[j.product_id] for j in js]
+    want = CrossEncoderStudent(ranker_copy).score_pairs(q, p)
+    plain = OnnxCrossEncoder(ranker_copy, int8=False, fuse=False)  # other options: exported again
+    assert json.loads((d / "onnx.json").read_text())["options"]["fuse"] is False
+    assert "Attention" not in ops("model.onnx")
+    np.testing.assert_allclose(plain.score_pairs(q, p), want, atol=1e-5)
+    fused = OnnxCrossEncoder(ranker_copy, int8=False)  # back to the defaults: fused again, same scores
+    assert cached_options(d) == DEFAULT_OPTIONS and "Attention" in ops("model.onnx")
+    np.testing.assert_allclose(fused.score_pairs(q, p), want, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown ONNX export options"):
+        export_onnx(ranker_copy, d, int4=True)
+
+
+def test_predict_sorts_by_length_but_keeps_the_order(ranker_copy):
+    from lref.distill.onnx_export import OnnxCrossEncoder
+
+    ce = OnnxCrossEncoder(ranker_copy, int8=False, batch_size=2)
+    pairs = [("q", "short"), ("a much longer query", "a much longer product text than the others"), ("q", "mid text")]
+    one_by_one = [ce.predict([x])[0] for x in pairs]
+    np.testing.assert_allclose(ce.predict(pairs), one_by_one, atol=1e-5)
+    assert ce.predict([]) == []
