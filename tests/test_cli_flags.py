@@ -40,6 +40,9 @@ ADDED = {
     # issue 14: perturbed evaluation and LTR feature groups
     "eval": {"perturb": None, "perturb_seed": 0, "perturb_per_query": 1},
     "distill ltr": {"feature_groups": None, "drop_feature_groups": None},
+    # issue 14: pretraining on weak pairs from the catalogue (`lref distill weak`)
+    "distill ranker": {"pairs": None},
+    "distill recall": {"pairs": None},
 }
 # flags whose `required` changed on purpose: `lref serve` may serve students without an LLM (issue 11)
 NOW_OPTIONAL = {("serve", "model")}
@@ -55,7 +58,7 @@ def added_options(path: str) -> set[str]:
 
 
 def test_the_same_subcommands():
-    assert set(TABLE) == set(OLD) | {"summary"}  # `lref summary` is new (issue 13)
+    assert set(TABLE) == set(OLD) | {"summary", "distill weak"}  # new: `lref summary` (issue 13), weak pairs (14)
 
 
 @pytest.mark.parametrize("path", sorted(OLD))

@@ -72,6 +72,18 @@ def new_cross_encoder(base: str, max_length: int, pooling: str = "cls"):
     return CrossEncoder(modules=[enc, Pooling(dim, "mean"), head], device="cpu")
 
 
+def base_cross_encoder(base: str, max_length: int, pooling: str):
+    """The model a ranker starts from. A saved cross-encoder student (e.g. one pretrained on weak pairs,
+    `lref.distill.weak`) is trained on as it is, head and pooling included; any other model folder gets a fresh
+    head (`new_cross_encoder`)."""
+    if read_meta(base).get("kind") == "cross-encoder":
+        from sentence_transformers.cross_encoder import CrossEncoder
+
+        log.info("ranker continues the cross-encoder student %s (its head and pooling)", base)
+        return CrossEncoder(base, max_length=max_length, device="cpu")
+    return new_cross_encoder(base, max_length, pooling)
+
+
 def train_ranker(
     examples: list[dict], products: Mapping[str, Product], cfg: StudentConfig, out_dir: str | Path
 ) -> dict:
@@ -93,7 +105,7 @@ def train_ranker(
         raise ValueError("no training examples")
     out_dir = Path(out_dir)
     torch.manual_seed(cfg.seed)
-    model = new_cross_encoder(resolve_model_path(cfg.base or DEFAULT_MODEL), cfg.max_length, cfg.pooling)
+    model = base_cross_encoder(resolve_model_path(cfg.base or DEFAULT_MODEL), cfg.max_length, cfg.pooling)
     text = {pid: student_text(products[pid], cfg.max_words) for pid in {e["product_id"] for e in examples}}
     if cfg.loss == "margin-mse":
         trip = margin_triplets(examples, cfg.pairs_per_query, cfg.seed)
