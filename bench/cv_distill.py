@@ -14,6 +14,14 @@ interrupted run resumes at the next fold. Writes cv.json and cv.md (mean, standa
 `lref.distill.attributes` added, each group left out in turn (leave-one-group-out), the group set picked on
 inner folds of each reported fold (nested CV), plus the LightGBM gain
 of every feature summed over the folds. `--rows all` (the default) adds the student rows.
+
+`--rows weak` (issue 14, weak supervision): pairs made from the catalogue alone (`lref.distill.weak`: pseudo-queries
+from titles, brands, colours and category paths, hard negatives from category and BM25 neighbours) pretrain one
+cross-encoder and one bi-encoder from MiniLM. No judged query or label goes into them, so the same pretrained
+students serve every fold (the script checks that no pseudo-query equals a judged query). Rows: each pretrained
+student alone on all queries (weak only, no gold), the students trained on the gold folds from the pretrained
+weights (out of fold, as above), and the LTR with each. `--kinds ce` / `--kinds bi` with `--train-only` trains and
+caches one student's scores and stops (two processes can share the work); the last run writes the report.
 """
 
 from __future__ import annotations
@@ -37,6 +45,62 @@ def per_query_ndcg(qid: np.ndarray, y: np.ndarray, s: np.ndarray) -> dict[str, f
     return ndcg_per_query(list(qid), list(y), list(s), k=10)
 
 
+def pretrain_weak(args, corpus, kinds: dict, out: Path) -> tuple[dict, dict[str, np.ndarray], dict]:
+    """Weak pairs from the catalogue alone, one student per kind pretrained on them (cached in OUT/weak/), their
+    scores on every judged pair, and `kinds` with the pretrained students as the fold students' base.
+
+    The pairs and the pretraining see products only, never a judged query or label, so one pretrained student
+    serves every fold and its scores need no folds. Checked here: no pseudo-query is a judged query's text.
+    """
+    import dataclasses
+    import time
+
+    from lref.distill.attributes import content
+    from lref.distill.weak import WeakConfig, read_pairs, weak_pairs, write_pairs
+
+    wdir = out / "weak"
+    wdir.mkdir(parents=True, exist_ok=True)
+    path = wdir / "pairs.jsonl"
+    if not path.exists():
+        cfg = WeakConfig(per_product=args.weak_per_product, max_products=args.weak_products, seed=args.seed)
+        write_pairs(path, weak_pairs(corpus.products, cfg))
+    rows = read_pairs(path, corpus.products)
+    js = corpus.judgments
+    judged = {j.query.strip().lower() for j in js}
+    made = {r["query"] for r in rows}
+    same_words = {frozenset(content(q)) for q in judged} & {frozenset(content(q)) for q in made}
+    if made & judged:
+        raise SystemExit(f"pseudo-queries equal to judged queries: {sorted(made & judged)}")
+    judged_products = {j.product_id for j in js}
+    info = {
+        "pairs": len(rows),
+        "pseudo_queries": len(made),
+        "positives": sum(r["source"] == "self" for r in rows),
+        "pseudo_queries_equal_to_a_judged_query": 0,
+        "pseudo_queries_with_the_word_set_of_a_judged_query": len(same_words),
+        "positives_that_are_judged_products": sum(r["source"] == "self" and r["product_id"] in judged_products
+                                                  for r in rows),
+        "targets": {s: sum(r["source"] == s for r in rows) for s in ("self", "category", "bm25", "near-duplicate")},
+    }  # fmt: skip
+    weak_only, new_kinds = {}, {}
+    for kind, (cfg, train, student_cls) in kinds.items():
+        pre, score_path, time_path = wdir / kind, wdir / f"scores_{kind}.npy", wdir / f"time_{kind}.json"
+        if kind in args.kinds and not (pre / "distill.json").exists():
+            wall, cpu = time.time(), time.process_time()
+            train(rows, corpus.products, dataclasses.replace(cfg, epochs=1.0, pairs_per_query=args.weak_triplets), pre)
+            took = {"wall_s": round(time.time() - wall), "cpu_s": round(time.process_time() - cpu)}
+            time_path.write_text(json.dumps(took), encoding="utf-8")
+        if kind in args.kinds and not score_path.exists():
+            s = student_cls(pre).score_pairs([j.query for j in js], [corpus.products[j.product_id] for j in js])
+            np.save(score_path, np.asarray(s))
+        weak_only[kind] = np.load(score_path) if score_path.exists() else np.full(len(js), np.nan)
+        if time_path.exists():
+            info[f"pretrain_{kind}"] = json.loads(time_path.read_text(encoding="utf-8"))
+        new_kinds[kind] = (dataclasses.replace(cfg, base=str(pre)), train, student_cls)
+    logging.info("weak pairs: %s", info)
+    return new_kinds, weak_only, {"weak": info}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "esci150"))
@@ -48,8 +112,16 @@ def main() -> None:
     ap.add_argument("--base", help="student base model (default: local MiniLM)")
     ap.add_argument("--out", default="runs/cv_distill")
     ap.add_argument(
-        "--rows", choices=["all", "cheap"], default="all", help="cheap: no student training, LTR without students"
+        "--rows",
+        choices=["all", "cheap", "weak"],
+        default="all",
+        help="cheap: no student training, LTR without students; weak: students pretrained on weak catalogue pairs",
     )
+    ap.add_argument("--kinds", nargs="+", choices=["ce", "bi"], default=["ce", "bi"], help="students to train here")
+    ap.add_argument("--train-only", action="store_true", help="train and cache the --kinds students, no report")
+    ap.add_argument("--weak-products", type=int, default=1500, help="--rows weak: products sampled for pseudo-queries")
+    ap.add_argument("--weak-per-product", type=int, default=2, help="--rows weak: pseudo-queries per product")
+    ap.add_argument("--weak-triplets", type=int, default=1, help="--rows weak: bi-encoder triplets per pseudo-query")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -74,10 +146,15 @@ def main() -> None:
         "ce": (StudentConfig(loss="bce", epochs=args.ranker_epochs, **common), train_ranker, CrossEncoderStudent),
         "bi": (StudentConfig(loss="mnrl", epochs=args.recall_epochs, **common), train_recall, BiEncoderStudent),
     }
+    weak_only: dict[str, np.ndarray] = {}
+    report_extra: dict = {}
+    if args.rows == "weak":
+        kinds, weak_only, report_extra = pretrain_weak(args, corpus, kinds, out)
     oof = {k: np.full(len(js), np.nan) for k in kinds}
     for kind, (cfg, train, student_cls) in kinds.items():
-        if args.rows == "cheap":
-            break
+        if args.rows == "cheap" or kind not in args.kinds:
+            oof[kind] = np.load(out / f"oof_{kind}.npy") if (out / f"oof_{kind}.npy").exists() else oof[kind]
+            continue
         path = out / f"oof_{kind}.npy"
         scores = np.load(path) if path.exists() else np.full(len(js), np.nan)
         for k, held in enumerate(folds):
@@ -93,9 +170,12 @@ def main() -> None:
             np.save(path, scores)
             logging.info("%s fold %d/%d scored", kind, k + 1, len(folds))
         oof[kind] = scores
+    if args.train_only:
+        return
 
-    names = feature_names(GROUP_NAMES)
-    X = FeatureBuilder(None, None, None, groups=GROUP_NAMES).matrix(corpus, progress=True, ce_scores=list(oof["ce"]))
+    groups = [] if args.rows == "weak" else GROUP_NAMES  # the weak rows compare students, not attribute groups
+    names = feature_names(groups)
+    X = FeatureBuilder(None, None, None, groups=groups).matrix(corpus, progress=True, ce_scores=list(oof["ce"]))
     zero_shot = X[:, FEATURES.index("bi_cosine")].copy()
     bm25 = X[:, FEATURES.index("bm25")].copy()
     X[:, FEATURES.index("bi_cosine")] = oof["bi"]
@@ -158,26 +238,40 @@ def main() -> None:
     X_zero[:, FEATURES.index("bi_cosine_qz")] = z(zero_shot)
     ref = "LTR, no students (zero-shot cosine)"
     scorers = {"bm25": bm25, "zero-shot MiniLM": zero_shot}
-    if args.rows == "all":
+    tag = "weak-pretrained + gold, out of fold" if args.rows == "weak" else "out of fold"
+    if args.rows in ("all", "weak"):
         scorers |= {
-            "cross-encoder (out of fold)": oof["ce"],
-            "bi-encoder (out of fold)": oof["bi"],
+            f"cross-encoder ({tag})": oof["ce"],
+            f"bi-encoder ({tag})": oof["bi"],
             "z(bi) + z(bm25)": z(oof["bi"]) + z(bm25),
             "z(ce) + z(bi) + z(bm25)": z(oof["ce"]) + z(oof["bi"]) + z(bm25),
         }
     scorers[ref] = ltr_oof(X_zero, no_ce, ref)
+    if args.rows == "weak":  # the pretrained students alone (no gold), and the LTR on their scores
+        for kind, label in (("ce", "cross-encoder"), ("bi", "bi-encoder")):
+            scorers[f"{label}, weak pairs only (no gold)"] = weak_only[kind]
+        X_weak = X.copy()
+        X_weak[:, FEATURES.index("bi_cosine")] = weak_only["bi"]
+        X_weak[:, FEATURES.index("bi_cosine_qz")] = z(weak_only["bi"])
+        X_weak[:, FEATURES.index("ce_score")] = weak_only["ce"]
+        X_weak[:, FEATURES.index("ce_score_qz")] = z(weak_only["ce"])
+        scorers["LTR, weak-only bi-encoder (no cross-encoder)"] = ltr_oof(X_weak, no_ce)
+        scorers["LTR, weak-only bi-encoder + cross-encoder"] = ltr_oof(X_weak, everything)
     new = "LTR, no students + attribute groups"
-    scorers[new] = ltr_oof(X_zero, no_ce + cols_of(GROUP_NAMES), new)
-    candidates = {"no groups": no_ce, "all groups": no_ce + cols_of(GROUP_NAMES)}
-    for g in GROUP_NAMES:
-        cols = no_ce + cols_of([x for x in GROUP_NAMES if x != g])
-        scorers[f"{new} - {g}"] = ltr_oof(X_zero, cols)
-        candidates[f"all - {g}"] = cols
-    nested_name = "LTR, no students + attribute groups chosen on inner folds (nested CV)"
-    scorers[nested_name] = nested(X_zero, candidates)
+    if groups:
+        scorers[new] = ltr_oof(X_zero, no_ce + cols_of(GROUP_NAMES), new)
+        candidates = {"no groups": no_ce, "all groups": no_ce + cols_of(GROUP_NAMES)}
+        for g in GROUP_NAMES:
+            cols = no_ce + cols_of([x for x in GROUP_NAMES if x != g])
+            scorers[f"{new} - {g}"] = ltr_oof(X_zero, cols)
+            candidates[f"all - {g}"] = cols
+        nested_name = "LTR, no students + attribute groups chosen on inner folds (nested CV)"
+        scorers[nested_name] = nested(X_zero, candidates)
+    if args.rows in ("all", "weak"):
+        students = " (weak-pretrained + gold students)" if args.rows == "weak" else ""
+        scorers[f"LTR, no cross-encoder{students}"] = ltr_oof(X, no_ce)
+        scorers[f"LTR, all features (the pipeline){students}"] = ltr_oof(X, everything, "pipeline")
     if args.rows == "all":
-        scorers["LTR, no cross-encoder"] = ltr_oof(X, no_ce)
-        scorers["LTR, all features (the pipeline)"] = ltr_oof(X, everything)
         scorers["LTR, all features + attribute groups"] = ltr_oof(X, everything + cols_of(GROUP_NAMES))
 
     report = {"n_queries": len(corpus.query_ids), "folds": len(folds), "rows": args.rows, "scorers": {}}
@@ -200,6 +294,7 @@ def main() -> None:
         }
     report["importance_gain"] = gains
     report["nested_picks"] = picks
+    report |= report_extra
     (out / "cv.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     lines = [
         f"# {len(folds)}-fold cross-validated nDCG@10 over {report['n_queries']} queries",
@@ -213,6 +308,11 @@ def main() -> None:
             f"| {name} | {r['ndcg@10']:.4f} | {r['se']:.4f} | {r['minus_bm25']:+.4f} ({r['minus_bm25_se']:.4f}) "
             f"| {r['minus_ltr_no_students']:+.4f} ({r['minus_ltr_no_students_se']:.4f}) | {folds_txt} |"
         )
+    if not groups:
+        lines += ["", "```json", json.dumps(report_extra, indent=2), "```"]
+        (out / "cv.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        print("\n".join(lines))
+        return
     lines += ["", f"Nested CV: the group set picked on the inner folds of each reported fold: {', '.join(picks)}."]
     g = gains[new]
     total = sum(g.values()) or 1.0
