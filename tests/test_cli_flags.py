@@ -41,8 +41,8 @@ ADDED = {
     "eval": {"perturb": None, "perturb_seed": 0, "perturb_per_query": 1},
     "distill ltr": {"feature_groups": None, "drop_feature_groups": None},
     # issue 14: pretraining on weak pairs from the catalogue (`lref distill weak`)
-    "distill ranker": {"pairs": None},
-    "distill recall": {"pairs": None},
+    "distill ranker": {"pairs": None, "augment_attacks": 0},
+    "distill recall": {"pairs": None, "augment_attacks": 0},
 }
 # flags whose `required` changed on purpose: `lref serve` may serve students without an LLM (issue 11)
 NOW_OPTIONAL = {("serve", "model")}

@@ -70,6 +70,9 @@ class StudentArgs(DistillCorpusArgs):
     base: str | None = arg(
         "initial model folder (default: the local MiniLM weights); a student folder continues that student", None
     )
+    augment_attacks: int = arg(
+        "robustness: keyword-stuffed and injected copies of up to N low-target products per query, target kept", 0
+    )
     pairs: str | None = arg(
         "train on these pairs from `lref distill weak` instead of the judgments (weak pretraining; then train on "
         "the judgments with --base OUT)",
@@ -340,15 +343,7 @@ def cmd_weak(args: WeakArgs) -> int:
     from lref.distill.weak import WeakConfig, weak_pairs, write_pairs
 
     products = load_products(Path(args.data) / "products.jsonl")
-    cfg = WeakConfig(
-        args.per_product,
-        args.max_products,
-        args.category_negatives,
-        args.bm25_negatives,
-        near_duplicates=args.near_duplicates,
-        seed=args.seed,
-    )
-    rows = weak_pairs(products, cfg)
+    rows = weak_pairs(products, fill(WeakConfig, args))
     write_pairs(args.out, rows)
     n_queries = len({r["query_id"] for r in rows})
     n_pos = sum(r["target"] >= 0.75 for r in rows)

@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lref.data import Product
+from lref.distill.augment import augment_attacks
 from lref.distill.features import STUDENT_PRODUCT_WORDS, student_text
 from lref.distill.student import PairStudent, StudentConfig, by_query, fit_and_save, read_meta, student_folder
 from lref.rag.embedder import DEFAULT_MODEL, resolve_model_path
@@ -104,6 +105,8 @@ def train_ranker(
     if not examples:
         raise ValueError("no training examples")
     out_dir = Path(out_dir)
+    if cfg.augment_attacks > 0:
+        examples, products = augment_attacks(examples, products, cfg.augment_attacks, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
     model = base_cross_encoder(resolve_model_path(cfg.base or DEFAULT_MODEL), cfg.max_length, cfg.pooling)
     text = {pid: student_text(products[pid], cfg.max_words) for pid in {e["product_id"] for e in examples}}
