@@ -140,3 +140,11 @@ def test_cli_weak_then_pretrain_then_gold_with_base(esci_slice, tiny_bert, tmp_p
     capsys.readouterr()
     assert main(["distill", "recall", *small, "--pairs", str(pairs), "--judgments", "x.tsv", "--out", str(bi)]) != 0
     assert "--pairs trains on the pairs file alone" in capsys.readouterr().err
+
+
+def test_bm25_scores_a_query_of_stop_words_as_zero(catalogue):
+    from lref.rag.bm25 import BM25Index
+
+    index = BM25Index(catalogue.products)
+    assert not index.scores("the and of").any() and index.top("the and of", 5) == []
+    assert index.scores("slippers").max() > 0
