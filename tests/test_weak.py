@@ -147,4 +147,5 @@ def test_bm25_scores_a_query_of_stop_words_as_zero(catalogue):
 
     index = BM25Index(catalogue.products)
     assert not index.scores("the and of").any() and index.top("the and of", 5) == []
-    assert index.scores("slippers").max() > 0
+    word = next(iter(catalogue.products.values())).title.split()[0]
+    assert index.scores(word).max() > 0
