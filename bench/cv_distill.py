@@ -91,7 +91,10 @@ def pretrain_weak(args, corpus, kinds: dict, out: Path) -> tuple[dict, dict[str,
         pre, score_path, time_path = wdir / kind, wdir / f"scores_{kind}.npy", wdir / f"time_{kind}.json"
         if kind in args.kinds and not (pre / "distill.json").exists():
             wall, cpu = time.time(), time.process_time()
-            train(rows, corpus.products, dataclasses.replace(cfg, epochs=1.0, pairs_per_query=args.weak_triplets), pre)
+            pcfg = dataclasses.replace(
+                cfg, epochs=1.0, pairs_per_query=args.weak_triplets, max_steps=args.weak_max_steps
+            )
+            train(rows, corpus.products, pcfg, pre)
             took = {"wall_s": round(time.time() - wall), "cpu_s": round(time.process_time() - cpu)}
             time_path.write_text(json.dumps(took), encoding="utf-8")
         if kind in args.kinds and not score_path.exists():
@@ -126,6 +129,8 @@ def main() -> None:
     ap.add_argument("--weak-products", type=int, default=1500, help="--rows weak: products sampled for pseudo-queries")
     ap.add_argument("--weak-per-product", type=int, default=2, help="--rows weak: pseudo-queries per product")
     ap.add_argument("--weak-triplets", type=int, default=1, help="--rows weak: bi-encoder triplets per pseudo-query")
+    ap.add_argument("--weak-max-steps", type=int, default=-1, help="--rows weak: cut the pretraining (1 epoch)")
+    ap.add_argument("--skip-folds", action="store_true", help="--rows weak: the weak-only rows, no gold fold training")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -156,7 +161,7 @@ def main() -> None:
         kinds, weak_only, report_extra = pretrain_weak(args, corpus, kinds, out)
     oof = {k: np.full(len(js), np.nan) for k in kinds}
     for kind, (cfg, train, student_cls) in kinds.items():
-        if args.rows == "cheap" or kind not in args.kinds:
+        if args.rows == "cheap" or kind not in args.kinds or args.skip_folds:
             oof[kind] = np.load(out / f"oof_{kind}.npy") if (out / f"oof_{kind}.npy").exists() else oof[kind]
             continue
         path = out / f"oof_{kind}.npy"
@@ -243,7 +248,10 @@ def main() -> None:
     ref = "LTR, no students (zero-shot cosine)"
     scorers = {"bm25": bm25, "zero-shot MiniLM": zero_shot}
     tag = "weak-pretrained + gold, out of fold" if args.rows == "weak" else "out of fold"
-    if args.rows in ("all", "weak"):
+    folds_done = args.rows == "all" or (
+        args.rows == "weak" and not np.isnan(oof["ce"]).any() and not np.isnan(oof["bi"]).any()
+    )
+    if folds_done:
         scorers |= {
             f"cross-encoder ({tag})": oof["ce"],
             f"bi-encoder ({tag})": oof["bi"],
@@ -271,7 +279,7 @@ def main() -> None:
             candidates[f"all - {g}"] = cols
         nested_name = "LTR, no students + attribute groups chosen on inner folds (nested CV)"
         scorers[nested_name] = nested(X_zero, candidates)
-    if args.rows in ("all", "weak"):
+    if folds_done:
         students = " (weak-pretrained + gold students)" if args.rows == "weak" else ""
         scorers[f"LTR, no cross-encoder{students}"] = ltr_oof(X, no_ce)
         scorers[f"LTR, all features (the pipeline){students}"] = ltr_oof(X, everything, "pipeline")
