@@ -267,6 +267,10 @@ def main() -> None:
         X_weak[:, FEATURES.index("bi_cosine_qz")] = z(weak_only["bi"])
         X_weak[:, FEATURES.index("ce_score")] = weak_only["ce"]
         X_weak[:, FEATURES.index("ce_score_qz")] = z(weak_only["ce"])
+        X_zero_weak_ce = X_zero.copy()
+        X_zero_weak_ce[:, FEATURES.index("ce_score")] = weak_only["ce"]
+        X_zero_weak_ce[:, FEATURES.index("ce_score_qz")] = z(weak_only["ce"])
+        scorers["LTR, zero-shot cosine + weak-only cross-encoder"] = ltr_oof(X_zero_weak_ce, everything)
         scorers["LTR, weak-only bi-encoder (no cross-encoder)"] = ltr_oof(X_weak, no_ce)
         scorers["LTR, weak-only bi-encoder + cross-encoder"] = ltr_oof(X_weak, everything)
     new = "LTR, no students + attribute groups"
