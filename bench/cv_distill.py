@@ -25,6 +25,16 @@ pairs and their unjudged BM25 top-N catalogue products (`--teacher-top-n`), with
 (`oof_ce.npy`, `oof_bi.npy`: `--rows all` writes them), otherwise their rows are left out. `--teacher-folds N`
 trains the mpnet models on the first N folds only (their rows are then read over those folds' queries),
 `--skip-teacher-bi` leaves the fine-tuned mpnet bi-encoder out, `--teacher-words` cuts mpnet's product text.
+The teacher rows' code is in bench/cv_teacher_rows.py.
+
+`--rows weak` (issue 14, weak supervision): pairs made from the catalogue alone (`lref.distill.weak`: pseudo-queries
+from titles, brands, colours and category paths, hard negatives from category and BM25 neighbours) pretrain one
+cross-encoder and one bi-encoder from MiniLM. No judged query or label goes into them, so the same pretrained
+students serve every fold (the script checks that no pseudo-query equals a judged query). Rows: each pretrained
+student alone on all queries (weak only, no gold), the students trained on the gold folds from the pretrained
+weights (out of fold, as above), and the LTR with each. `--kinds ce` / `--kinds bi` with `--train-only` trains and
+caches one student's scores and stops (two processes can share the work); the last run writes the report.
+The weak rows' code is in bench/cv_weak_rows.py.
 """
 
 from __future__ import annotations
@@ -36,6 +46,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+from cv_teacher_rows import mpnet_rows, teacher_rows  # next to this script: bench/ is sys.path[0]
+from cv_weak_rows import pretrain_weak, weak_rows
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -46,128 +58,6 @@ def per_query_ndcg(qid: np.ndarray, y: np.ndarray, s: np.ndarray) -> dict[str, f
     from lref.eval.metrics import ndcg_per_query
 
     return ndcg_per_query(list(qid), list(y), list(s), k=10)
-
-
-def teacher_rows(args, out: Path, corpus, folds, out_of_fold, student_fold, train_corpus_of, kinds) -> dict:
-    """The `--teacher-base` scores of every judged pair, out of fold where trained: `zs` (zero-shot cosine),
-    `tce` / `tbi` (fine-tuned as a cross-encoder / bi-encoder, gold only), `dce` / `dbi` (the MiniLM students
-    trained on the fold teacher's scores + gold)."""
-    from dataclasses import replace
-
-    from lref.distill.recall import BiEncoderStudent
-    from lref.distill.student import StudentConfig, build_examples, read_teacher
-    from lref.distill.teacher import StudentTeacher, candidate_pairs, score_pairs
-
-    if not args.teacher_base:
-        raise SystemExit("--rows mpnet* needs --teacher-base DIR (dir=$(../shared/models/mpnet.sh))")
-    js = corpus.judgments
-
-    def zero_shot() -> np.ndarray:
-        """One pass over the judged products (the embedding cache keeps it); last, so that a job training the
-        teacher can run beside the `--rows mpnet` job that computes it."""
-        path = out / f"zero_shot_teacher_w{args.teacher_words}.npy"
-        if not path.exists():
-            st = BiEncoderStudent(args.teacher_base)
-            st.max_words = args.teacher_words
-            pids = sorted({j.product_id for j in js})
-            vec = {}
-            for i in range(0, len(pids), 256):  # each chunk lands in the embedding cache: a killed run resumes
-                chunk = pids[i : i + 256]
-                vec |= dict(zip(chunk, st.embed_products([corpus.products[p] for p in chunk]), strict=True))
-                logging.info("teacher zero-shot: %d of %d products embedded", len(vec), len(pids))
-            qs = sorted({j.query for j in js})
-            qv = dict(zip(qs, st.embed_texts(qs), strict=True))
-            np.save(path, np.array([float(qv[j.query] @ vec[j.product_id]) for j in js]))
-        return np.load(path)
-
-    res = {}
-    if args.rows == "mpnet":
-        return {"zs": zero_shot()}
-    ce_cfg, train_ce, ce_cls = kinds["ce"]
-    bi_cfg, train_bi, bi_cls = kinds["bi"]
-    lim = args.teacher_folds
-    teach = {"base": args.teacher_base, "epochs": args.teacher_epochs, "max_steps": args.teacher_max_steps}
-    teach |= {"learning_rate": args.teacher_lr, "batch_size": 16}
-    gold = lambda k, held: build_examples(train_corpus_of(held))  # noqa: E731
-    res["tce"] = out_of_fold(
-        "tce", student_fold("tce", StudentConfig(loss="bce", **teach), train_ce, ce_cls, gold), lim
-    )
-    if not args.skip_teacher_bi:
-        res["tbi"] = out_of_fold(
-            "tbi", student_fold("tbi", StudentConfig(loss="mnrl", **teach), train_bi, bi_cls, gold), lim
-        )
-    if args.rows == "mpnet-tuned":
-        return res | {"zs": zero_shot()}
-
-    def distilled(k: int, held: list[str]) -> list[dict]:
-        """Fold k's training queries: gold + the scores of fold k's teacher (trained on these queries only) on
-        their judged pairs and unjudged BM25 top-N products."""
-        train_c = train_corpus_of(held)
-        tpath = out / f"teacher{k}.jsonl"
-        pairs = candidate_pairs(train_c, top_bm25=args.teacher_top_n, top_dense=0)
-        score_pairs(StudentTeacher(out / f"tce{k}", corpus.scheme), train_c, pairs, tpath, chunk_size=256)
-        return build_examples(train_c, read_teacher(tpath), gold_weight=args.distil_gold_weight)
-
-    dce_cfg, dbi_cfg = (replace(c, gold_weight=args.distil_gold_weight) for c in (ce_cfg, bi_cfg))
-    res["dce"] = out_of_fold("dce", student_fold("dce", dce_cfg, train_ce, ce_cls, distilled), lim)
-    res["dbi"] = out_of_fold("dbi", student_fold("dbi", dbi_cfg, train_bi, bi_cls, distilled), lim)
-    return res | {"zs": zero_shot()}
-
-
-def mpnet_rows(mp: dict, oof: dict, X, X_zero, names: list[str], cols: dict, qid, ltr_oof, nested) -> dict:
-    """The `--rows mpnet*` scorers from the teacher's scores `mp` (see `teacher_rows`); LTR rows only for scores
-    of every fold. `cols`: column lists `no_ce`, `everything`, `groups` of X. Adds the teacher cosine columns to
-    `names`."""
-    from lref.distill.features import FEATURES, per_query_z
-
-    z = lambda v: per_query_z(v, qid)  # noqa: E731
-    done = lambda v: v is not None and not np.isnan(v).any()  # noqa: E731
-    bi, bi_qz, ce, ce_qz = (FEATURES.index(f) for f in ("bi_cosine", "bi_cosine_qz", "ce_score", "ce_score_qz"))
-    no_ce, everything = cols["no_ce"], cols["everything"]
-
-    def with_students(M, bi_s=None, ce_s=None):
-        M = M.copy()
-        for s, c, cz in ((bi_s, bi, bi_qz), (ce_s, ce, ce_qz)):
-            if s is not None:
-                M[:, c], M[:, cz] = s, z(s)
-        return M
-
-    rows = {}
-    if done(oof["ce"]) and done(oof["bi"]):  # the gold-only MiniLM students, when cached in --out
-        rows["cross-encoder (out of fold)"], rows["bi-encoder (out of fold)"] = oof["ce"], oof["bi"]
-        rows["LTR, all features (the pipeline)"] = ltr_oof(with_students(X_zero, oof["bi"], oof["ce"]), everything)
-    zs = mp["zs"]
-    rows["zero-shot mpnet"] = zs
-    names += ["teacher_cosine", "teacher_cosine_qz"]
-    M = np.column_stack([X_zero, zs, z(zs)])
-    t = [len(names) - 2, len(names) - 1]
-    cands = {"MiniLM cosine": no_ce, "mpnet cosine": [c for c in no_ce if c not in (bi, bi_qz)] + t}
-    cands["both"] = no_ce + t
-    rows["LTR, no students, mpnet cosine instead of MiniLM's"] = ltr_oof(M, cands["mpnet cosine"])
-    rows["LTR, no students + mpnet cosine"] = ltr_oof(M, cands["both"], "LTR, no students + mpnet cosine")
-    rows["LTR, no students, cosine(s) chosen on inner folds (nested CV)"] = nested(M, cands)
-    rows["LTR, no students + attribute groups (no mpnet)"] = ltr_oof(M, no_ce + cols["groups"])
-    rows["LTR, no students + mpnet cosine + attribute groups"] = ltr_oof(M, cands["both"] + cols["groups"])
-    if "tce" in mp:
-        rows["mpnet cross-encoder (out of fold)"] = mp["tce"]
-        if done(mp["tce"]):
-            rows["LTR, no students + mpnet cosine + mpnet cross-encoder"] = ltr_oof(
-                with_students(M, None, mp["tce"]), cands["both"] + [ce, ce_qz]
-            )
-    if "tbi" in mp:
-        rows["mpnet bi-encoder (out of fold)"] = mp["tbi"]
-        if done(mp["tbi"]) and done(mp["tce"]):
-            rows["LTR + mpnet bi-encoder + mpnet cross-encoder"] = ltr_oof(
-                with_students(X_zero, mp["tbi"], mp["tce"]), everything
-            )
-    if "dce" in mp:
-        rows["cross-encoder, mpnet teacher + gold (out of fold)"] = mp["dce"]
-        rows["bi-encoder, mpnet teacher + gold (out of fold)"] = mp["dbi"]
-        if done(mp["dce"]) and done(mp["dbi"]):
-            D = with_students(X_zero, mp["dbi"], mp["dce"])
-            rows["LTR, distilled students, no cross-encoder"] = ltr_oof(D, no_ce)
-            rows["LTR, distilled students (the pipeline, teacher + gold)"] = ltr_oof(D, everything)
-    return rows
 
 
 def main() -> None:
@@ -182,9 +72,10 @@ def main() -> None:
     ap.add_argument("--out", default="runs/cv_distill")
     ap.add_argument(
         "--rows",
-        choices=["all", "cheap", "mpnet", "mpnet-tuned", "mpnet-distil"],
+        choices=["all", "cheap", "weak", "mpnet", "mpnet-tuned", "mpnet-distil"],
         default="all",
-        help="cheap: no student training, LTR without students; mpnet*: the --teacher-base rows (see above)",
+        help="cheap: no student training, LTR without students; weak: students pretrained on weak catalogue pairs; "
+        "mpnet*: the --teacher-base rows (see above)",
     )
     ap.add_argument("--teacher-base", help="teacher model folder (all-mpnet-base-v2) for the mpnet rows")
     ap.add_argument(
@@ -197,6 +88,13 @@ def main() -> None:
     ap.add_argument("--teacher-folds", type=int, help="train the mpnet-tuned/distil models on the first N folds only")
     ap.add_argument("--skip-teacher-bi", action="store_true", help="no fine-tuned mpnet bi-encoder rows")
     ap.add_argument("--distil-gold-weight", type=float, default=0.5, help="gold weight of the distilled targets")
+    ap.add_argument("--kinds", nargs="+", choices=["ce", "bi"], default=["ce", "bi"], help="students to train here")
+    ap.add_argument("--train-only", action="store_true", help="train and cache the --kinds students, no report")
+    ap.add_argument("--weak-products", type=int, default=1500, help="--rows weak: products sampled for pseudo-queries")
+    ap.add_argument("--weak-per-product", type=int, default=2, help="--rows weak: pseudo-queries per product")
+    ap.add_argument("--weak-triplets", type=int, default=1, help="--rows weak: bi-encoder triplets per pseudo-query")
+    ap.add_argument("--weak-max-steps", type=int, default=-1, help="--rows weak: cut the pretraining (1 epoch)")
+    ap.add_argument("--skip-folds", action="store_true", help="--rows weak: the weak-only rows, no gold fold training")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -251,18 +149,29 @@ def main() -> None:
         return train_score
 
     gold_examples = lambda k, held: build_examples(train_corpus_of(held))  # noqa: E731
+    weak_only: dict[str, np.ndarray] = {}
+    report_extra: dict = {}
+    if args.rows == "weak":
+        kinds, weak_only, report_extra = pretrain_weak(args, corpus, kinds, out)
     oof = {k: np.full(len(js), np.nan) for k in kinds}
     for kind, (cfg, train, student_cls) in kinds.items():
-        if args.rows == "all" or (args.rows.startswith("mpnet") and (out / f"oof_{kind}.npy").exists()):
+        path = out / f"oof_{kind}.npy"
+        gold_folds = args.rows in ("all", "weak") and not args.skip_folds  # weak: from the pretrained students
+        if kind in args.kinds and (gold_folds or (args.rows.startswith("mpnet") and path.exists())):
             oof[kind] = out_of_fold(kind, student_fold(kind, cfg, train, student_cls, gold_examples))
+        elif path.exists():  # trained by another process (--kinds) or an earlier run
+            oof[kind] = np.load(path)
     mp = (
         teacher_rows(args, out, corpus, folds, out_of_fold, student_fold, train_corpus_of, kinds)
         if (args.rows.startswith("mpnet"))
         else {}
     )
+    if args.train_only:
+        return
 
-    names = feature_names(GROUP_NAMES)
-    X = FeatureBuilder(None, None, None, groups=GROUP_NAMES).matrix(corpus, progress=True, ce_scores=list(oof["ce"]))
+    groups = [] if args.rows == "weak" else GROUP_NAMES  # the weak rows compare students, not attribute groups
+    names = feature_names(groups)
+    X = FeatureBuilder(None, None, None, groups=groups).matrix(corpus, progress=True, ce_scores=list(oof["ce"]))
     zero_shot = X[:, FEATURES.index("bi_cosine")].copy()
     bm25 = X[:, FEATURES.index("bm25")].copy()
     X[:, FEATURES.index("bi_cosine")] = oof["bi"]
@@ -325,14 +234,20 @@ def main() -> None:
     X_zero[:, FEATURES.index("bi_cosine_qz")] = z(zero_shot)
     ref = "LTR, no students (zero-shot cosine)"
     scorers = {"bm25": bm25, "zero-shot MiniLM": zero_shot}
-    if args.rows == "all":
+    tag = "weak-pretrained + gold, out of fold" if args.rows == "weak" else "out of fold"
+    folds_done = args.rows == "all" or (
+        args.rows == "weak" and not np.isnan(oof["ce"]).any() and not np.isnan(oof["bi"]).any()
+    )
+    if folds_done:
         scorers |= {
-            "cross-encoder (out of fold)": oof["ce"],
-            "bi-encoder (out of fold)": oof["bi"],
+            f"cross-encoder ({tag})": oof["ce"],
+            f"bi-encoder ({tag})": oof["bi"],
             "z(bi) + z(bm25)": z(oof["bi"]) + z(bm25),
             "z(ce) + z(bi) + z(bm25)": z(oof["ce"]) + z(oof["bi"]) + z(bm25),
         }
     scorers[ref] = ltr_oof(X_zero, no_ce, ref)
+    if args.rows == "weak":
+        scorers |= weak_rows(weak_only, X, X_zero, qid, ltr_oof, {"no_ce": no_ce, "everything": everything})
     new = "LTR, no students + attribute groups"
     if args.rows in ("all", "cheap"):
         scorers[new] = ltr_oof(X_zero, no_ce + cols_of(GROUP_NAMES), new)
@@ -343,9 +258,11 @@ def main() -> None:
             candidates[f"all - {g}"] = cols
         nested_name = "LTR, no students + attribute groups chosen on inner folds (nested CV)"
         scorers[nested_name] = nested(X_zero, candidates)
+    if folds_done:
+        students = " (weak-pretrained + gold students)" if args.rows == "weak" else ""
+        scorers[f"LTR, no cross-encoder{students}"] = ltr_oof(X, no_ce)
+        scorers[f"LTR, all features (the pipeline){students}"] = ltr_oof(X, everything, "pipeline")
     if args.rows == "all":
-        scorers["LTR, no cross-encoder"] = ltr_oof(X, no_ce)
-        scorers["LTR, all features (the pipeline)"] = ltr_oof(X, everything)
         scorers["LTR, all features + attribute groups"] = ltr_oof(X, everything + cols_of(GROUP_NAMES))
     if args.rows.startswith("mpnet"):
         cols = {"no_ce": no_ce, "everything": everything, "groups": cols_of(GROUP_NAMES)}
@@ -374,6 +291,7 @@ def main() -> None:
         }
     report["importance_gain"] = gains
     report["nested_picks"] = picks
+    report |= report_extra
     (out / "cv.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     lines = [
         f"# {len(folds)}-fold cross-validated nDCG@10 over {report['n_queries']} queries",
@@ -387,6 +305,11 @@ def main() -> None:
             f"| {name} | {r['ndcg@10']:.4f} | {r['se']:.4f} | {r['minus_bm25']:+.4f} ({r['minus_bm25_se']:.4f}) "
             f"| {r['minus_ltr_no_students']:+.4f} ({r['minus_ltr_no_students_se']:.4f}) | {folds_txt} |"
         )
+    if not groups:
+        lines += ["", "```json", json.dumps(report_extra, indent=2), "```"]
+        (out / "cv.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        print("\n".join(lines))
+        return
     lines += ["", f"Nested CV: the set picked on the inner folds of each reported fold: {', '.join(picks)}."]
     new = new if new in gains else list(gains)[-1]
     g = gains[new]

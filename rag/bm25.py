@@ -45,7 +45,9 @@ class BM25Index:
             q = self.bm25s.tokenize(
                 [query], stopwords="en", stemmer=self.stemmer, return_ids=False, show_progress=False
             )
-            self.cache[query] = np.asarray(self.index.get_scores(q[0]), dtype=np.float32)
+            # a query of stop words only has no tokens: every product scores 0 (bm25s would raise IndexError)
+            empty = np.zeros(len(self.ids), dtype=np.float32)
+            self.cache[query] = np.asarray(self.index.get_scores(q[0]), dtype=np.float32) if q[0] else empty
         return self.cache[query]
 
     def score(self, query: str, product_id: str) -> float:

@@ -41,6 +41,9 @@ ADDED = {
     "distill ltr": {"feature_groups": None, "drop_feature_groups": None},
     # issue 14: a trained student folder as the teacher, one more source beside --model / --endpoint
     "distill teacher": {**RAY, "resume": False, "student": None},
+    # issue 14: pretraining on weak pairs from the catalogue (`lref distill weak`)
+    "distill ranker": {"pairs": None, "augment_attacks": 0},
+    "distill recall": {"pairs": None, "augment_attacks": 0},
 }
 # flags added to an old mutually exclusive group: {path: {flag: the group's old member it joins}}
 ADDED_EXCLUSIVE = {"distill teacher": {"student": "model"}}
@@ -58,7 +61,7 @@ def added_options(path: str) -> set[str]:
 
 
 def test_the_same_subcommands():
-    assert set(TABLE) == set(OLD) | {"summary"}  # `lref summary` is new (issue 13)
+    assert set(TABLE) == set(OLD) | {"summary", "distill weak"}  # new: `lref summary` (issue 13), weak pairs (14)
 
 
 @pytest.mark.parametrize("path", sorted(OLD))

@@ -73,7 +73,17 @@ class StudentArgs(DistillCorpusArgs):
     pairs_per_query: int = arg("margin-mse / triplet pairs sampled per query", 32)
     list_size: int = arg("products per list for --loss lambda", 16)
     seed: int = arg("training seed", 0)
-    base: str | None = arg("initial model folder (default: the local MiniLM weights)", None)
+    base: str | None = arg(
+        "initial model folder (default: the local MiniLM weights); a student folder continues that student", None
+    )
+    augment_attacks: int = arg(
+        "robustness: keyword-stuffed and injected copies of up to N low-target products per query, target kept", 0
+    )
+    pairs: str | None = arg(
+        "train on these pairs from `lref distill weak` instead of the judgments (weak pretraining; then train on "
+        "the judgments with --base OUT)",
+        None,
+    )
     out: str = arg(OUT_MODEL)
 
     def student_config(self, **extra):
@@ -101,6 +111,18 @@ class RecallArgs(StudentArgs):
         "train and save only: no catalogue index, no recall@k (for cross-fitting fold students)", False
     )
     k: list[int] | None = arg("cut-offs for recall@k, repeatable (default 10 50 100)", None, action="append")
+
+
+@dataclass(kw_only=True)
+class WeakArgs:
+    data: str = arg("folder with products.jsonl (only the products are read: no judgments, no queries)")
+    out: str = arg("pairs JSONL to write (replaced)")
+    per_product: int = arg("pseudo-queries made per product", 2)
+    max_products: int | None = arg("use a seeded sample of this many products (default: all)", None)
+    category_negatives: int = arg("negatives per pseudo-query from its category path, another brand", 1)
+    bm25_negatives: int = arg("negatives per pseudo-query from its BM25 neighbours, another category or brand", 2)
+    near_duplicates: bool = arg("also add near-duplicates (same brand and category path) as positives", False)
+    seed: int = arg("seed of the sample and the pseudo-queries", 0)
 
 
 # the fields of LtrArgs that are train_ltr's keywords, under the same names
@@ -257,19 +279,29 @@ def cmd_teacher(args: TeacherArgs) -> int:
 
 
 def _examples(args, cfg):
+    """(products, training rows): the judgments' (with teacher scores), or the --pairs file's."""
     from lref.distill.student import build_examples, read_teacher
 
+    if args.pairs:
+        from lref.config import ConfigError
+        from lref.data import load_products
+        from lref.distill.weak import read_pairs
+
+        if args.teacher or args.judgments:
+            raise ConfigError("--pairs trains on the pairs file alone: drop --teacher and --judgments")
+        products = load_products(Path(args.data) / "products.jsonl")
+        return products, read_pairs(args.pairs, products)
     corpus = args.load()
     teacher = read_teacher(args.teacher) if args.teacher else None
-    return corpus, build_examples(corpus, teacher, cfg.gold_weight, cfg.include_augmented)
+    return corpus.products, build_examples(corpus, teacher, cfg.gold_weight, cfg.include_augmented)
 
 
 def _train(args: StudentArgs, train, *extra):
-    """Train one student with `train(examples, products, cfg, out, *extra)`: (corpus, meta, loss history)."""
+    """Train one student with `train(examples, products, cfg, out, *extra)`: (products, meta, loss history)."""
     cfg = args.student_config()
-    corpus, examples = _examples(args, cfg)
-    meta = train(examples, corpus.products, cfg, args.out, *extra)
-    return corpus, meta, meta["loss_history"]
+    products, examples = _examples(args, cfg)
+    meta = train(examples, products, cfg, args.out, *extra)
+    return products, meta, meta["loss_history"]
 
 
 def cmd_ranker(args: RankerArgs) -> int:
@@ -287,18 +319,18 @@ def cmd_recall(args: RecallArgs) -> int:
     from lref.data import load_dir
     from lref.distill.recall import BiEncoderStudent, build_index, recall_at_k, train_recall
 
-    corpus, meta, h = _train(args, train_recall, args.pos_threshold, args.neg_threshold)
+    products, meta, h = _train(args, train_recall, args.pos_threshold, args.neg_threshold)
     if args.no_index:
         print(f"recall: {meta['n_triplets']} triplets, loss {h[0]:.4f} -> {h[-1]:.4f} (not indexed) -> {args.out}")
         return 0
     student = BiEncoderStudent(args.out)
-    index, ids, emb = build_index(student, corpus.products, Path(args.out) / "index")
+    index, ids, emb = build_index(student, products, Path(args.out) / "index")
     if args.eval_judgments:
         ev = load_dir(args.data, args.eval_judgments, args.scheme)
         ks = tuple(args.k or (10, 50, 100))
         res = {"student": recall_at_k(ev, student, index, ids, emb, ks)}
         zs = BiEncoderStudent(None)
-        zemb = zs.embed_products([corpus.products[p] for p in ids])
+        zemb = zs.embed_products([products[p] for p in ids])
         res["zero_shot_minilm_exact"] = {
             k: v for k, v in recall_at_k(ev, zs, None, ids, zemb, ks).items() if "index" not in k
         }
@@ -316,6 +348,19 @@ def cmd_recall(args: RecallArgs) -> int:
         f"recall: {meta['n_triplets']} triplets, loss {h[0]:.4f} -> {h[-1]:.4f}, "
         f"{len(ids)} products indexed -> {args.out}"
     )
+    return 0
+
+
+def cmd_weak(args: WeakArgs) -> int:
+    from lref.data import load_products
+    from lref.distill.weak import WeakConfig, weak_pairs, write_pairs
+
+    products = load_products(Path(args.data) / "products.jsonl")
+    rows = weak_pairs(products, fill(WeakConfig, args))
+    write_pairs(args.out, rows)
+    n_queries = len({r["query_id"] for r in rows})
+    n_pos = sum(r["target"] >= 0.75 for r in rows)
+    print(f"weak: {len(rows)} pairs, {n_queries} pseudo-queries, {n_pos} positives -> {args.out}")
     return 0
 
 
@@ -350,6 +395,12 @@ COMMANDS = [
         RecallArgs,
         cmd_recall,
         "train the bi-encoder recall student, index the catalogue, measure recall@k",
+    ),
+    Command(
+        "distill weak",
+        WeakArgs,
+        cmd_weak,
+        "training pairs from catalogue products alone (pseudo-queries, hard negatives) for student pretraining",
     ),
     Command("distill ltr", LtrArgs, cmd_ltr, "LightGBM lambdarank over BM25, student, tag and rating features"),
 ]

@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lref.data import Product
+from lref.distill.augment import augment_attacks
 from lref.distill.features import STUDENT_PRODUCT_WORDS, student_text
 from lref.distill.student import PairStudent, StudentConfig, by_query, fit_and_save, read_meta, student_folder
 from lref.rag.embedder import DEFAULT_MODEL, resolve_model_path
@@ -72,6 +73,18 @@ def new_cross_encoder(base: str, max_length: int, pooling: str = "cls"):
     return CrossEncoder(modules=[enc, Pooling(dim, "mean"), head], device="cpu")
 
 
+def base_cross_encoder(base: str, max_length: int, pooling: str):
+    """The model a ranker starts from. A saved cross-encoder student (e.g. one pretrained on weak pairs,
+    `lref.distill.weak`) is trained on as it is, head and pooling included; any other model folder gets a fresh
+    head (`new_cross_encoder`)."""
+    if read_meta(base).get("kind") == "cross-encoder":
+        from sentence_transformers.cross_encoder import CrossEncoder
+
+        log.info("ranker continues the cross-encoder student %s (its head and pooling)", base)
+        return CrossEncoder(base, max_length=max_length, device="cpu")
+    return new_cross_encoder(base, max_length, pooling)
+
+
 def train_ranker(
     examples: list[dict], products: Mapping[str, Product], cfg: StudentConfig, out_dir: str | Path
 ) -> dict:
@@ -92,8 +105,10 @@ def train_ranker(
     if not examples:
         raise ValueError("no training examples")
     out_dir = Path(out_dir)
+    if cfg.augment_attacks > 0:
+        examples, products = augment_attacks(examples, products, cfg.augment_attacks, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
-    model = new_cross_encoder(resolve_model_path(cfg.base or DEFAULT_MODEL), cfg.max_length, cfg.pooling)
+    model = base_cross_encoder(resolve_model_path(cfg.base or DEFAULT_MODEL), cfg.max_length, cfg.pooling)
     text = {pid: student_text(products[pid], cfg.max_words) for pid in {e["product_id"] for e in examples}}
     if cfg.loss == "margin-mse":
         trip = margin_triplets(examples, cfg.pairs_per_query, cfg.seed)

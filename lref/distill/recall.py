@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lref.data import Corpus, Product
+from lref.distill.augment import augment_attacks
 from lref.distill.features import STUDENT_PRODUCT_WORDS, student_text
 from lref.distill.student import PairStudent, StudentConfig, by_query, fit_and_save, read_meta, student_folder
 from lref.rag.bm25 import BM25Index
@@ -117,6 +118,8 @@ def train_recall(
 
     loss_name = cfg.loss if cfg.loss in LOSSES else "mnrl"
     out_dir = Path(out_dir)
+    if cfg.augment_attacks > 0:
+        examples, products = augment_attacks(examples, products, cfg.augment_attacks, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
     model = load_sentence_transformer(cfg.base or DEFAULT_MODEL, shared=False)
     model.max_seq_length = cfg.max_length

@@ -43,6 +43,7 @@ class StudentConfig:
     pooling: str = (
         "mean"  # ranker head on "mean" of the token vectors or on "cls" (BERT pooler); see new_cross_encoder
     )
+    augment_attacks: int = 0  # attacked copies of up to N low-target products per query (lref.distill.augment)
     extra: dict = field(default_factory=dict)
 
 
