@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "lref.commands.tagging",
     "lref.commands.serve",
     "lref.commands.distill",
+    "lref.commands.weak",
 ]
 CONFIG_HELP = "YAML file of these flags (flags given on the command line win)"
 

@@ -113,18 +113,6 @@ class RecallArgs(StudentArgs):
     k: list[int] | None = arg("cut-offs for recall@k, repeatable (default 10 50 100)", None, action="append")
 
 
-@dataclass(kw_only=True)
-class WeakArgs:
-    data: str = arg("folder with products.jsonl (only the products are read: no judgments, no queries)")
-    out: str = arg("pairs JSONL to write (replaced)")
-    per_product: int = arg("pseudo-queries made per product", 2)
-    max_products: int | None = arg("use a seeded sample of this many products (default: all)", None)
-    category_negatives: int = arg("negatives per pseudo-query from its category path, another brand", 1)
-    bm25_negatives: int = arg("negatives per pseudo-query from its BM25 neighbours, another category or brand", 2)
-    near_duplicates: bool = arg("also add near-duplicates (same brand and category path) as positives", False)
-    seed: int = arg("seed of the sample and the pseudo-queries", 0)
-
-
 # the fields of LtrArgs that are train_ltr's keywords, under the same names
 LTR_KEYWORDS = (
     *("ranker", "recall", "tags", "ranker_folds", "recall_folds", "num_leaves", "rounds", "learning_rate"),
@@ -351,19 +339,6 @@ def cmd_recall(args: RecallArgs) -> int:
     return 0
 
 
-def cmd_weak(args: WeakArgs) -> int:
-    from lref.data import load_products
-    from lref.distill.weak import WeakConfig, weak_pairs, write_pairs
-
-    products = load_products(Path(args.data) / "products.jsonl")
-    rows = weak_pairs(products, fill(WeakConfig, args))
-    write_pairs(args.out, rows)
-    n_queries = len({r["query_id"] for r in rows})
-    n_pos = sum(r["target"] >= 0.75 for r in rows)
-    print(f"weak: {len(rows)} pairs, {n_queries} pseudo-queries, {n_pos} positives -> {args.out}")
-    return 0
-
-
 def cmd_ltr(args: LtrArgs) -> int:
     from lref.distill.ltr import train_ltr
 
@@ -395,12 +370,6 @@ COMMANDS = [
         RecallArgs,
         cmd_recall,
         "train the bi-encoder recall student, index the catalogue, measure recall@k",
-    ),
-    Command(
-        "distill weak",
-        WeakArgs,
-        cmd_weak,
-        "training pairs from catalogue products alone (pseudo-queries, hard negatives) for student pretraining",
     ),
     Command("distill ltr", LtrArgs, cmd_ltr, "LightGBM lambdarank over BM25, student, tag and rating features"),
 ]
