@@ -43,11 +43,16 @@ def _layer_graph(kind: str, m: int, rng: np.random.Generator) -> tuple[bytes, di
     for k in sorted({k for k, _, _ in SHAPES}):
         name = f"A{k}"
         inputs.append(helper.make_tensor_value_info(name, a_type, [m, k]))
-        feeds[name] = (rng.integers(0, 256, (m, k), dtype=np.uint8) if kind == "int8"
-                       else rng.standard_normal((m, k)).astype(np.float32))
+        feeds[name] = (
+            rng.integers(0, 256, (m, k), dtype=np.uint8)
+            if kind == "int8"
+            else rng.standard_normal((m, k)).astype(np.float32)
+        )
     if kind == "int8":
-        inits += [numpy_helper.from_array(np.array(128, dtype=np.uint8), "azp"),
-                  numpy_helper.from_array(np.array(0, dtype=np.int8), "wzp")]
+        inits += [
+            numpy_helper.from_array(np.array(128, dtype=np.uint8), "azp"),
+            numpy_helper.from_array(np.array(0, dtype=np.int8), "wzp"),
+        ]
     i = 0
     for k, n, count in SHAPES:
         for _ in range(count):
@@ -59,11 +64,16 @@ def _layer_graph(kind: str, m: int, rng: np.random.Generator) -> tuple[bytes, di
                 inits.append(numpy_helper.from_array(rng.integers(-64, 64, (k, n), dtype=np.int8), w))
                 nodes.append(helper.make_node("MatMulInteger", [f"A{k}", w, "azp", "wzp"], [y]))
             else:  # what quantize_dynamic emits: activations quantized on every call, then the int8 GEMM
-                inits += [numpy_helper.from_array(rng.integers(-64, 64, (k, n), dtype=np.int8), w),
-                          numpy_helper.from_array(np.full((n,), 0.01, dtype=np.float32), f"S{i}"),
-                          numpy_helper.from_array(np.zeros((n,), dtype=np.int8), f"Z{i}")]
-                nodes.append(helper.make_node("DynamicQuantizeMatMul", [f"A{k}", w, f"S{i}", f"Z{i}"], [y],
-                                              domain="com.microsoft"))
+                inits += [
+                    numpy_helper.from_array(rng.integers(-64, 64, (k, n), dtype=np.int8), w),
+                    numpy_helper.from_array(np.full((n,), 0.01, dtype=np.float32), f"S{i}"),
+                    numpy_helper.from_array(np.zeros((n,), dtype=np.int8), f"Z{i}"),
+                ]
+                nodes.append(
+                    helper.make_node(
+                        "DynamicQuantizeMatMul", [f"A{k}", w, f"S{i}", f"Z{i}"], [y], domain="com.microsoft"
+                    )
+                )
             outputs.append(helper.make_tensor_value_info(y, y_type, [m, n]))
             i += 1
     g = helper.make_graph(nodes, kind, inputs, outputs, initializer=inits)
@@ -101,8 +111,11 @@ def main() -> None:
     print(f"target {args.target:.0f} pairs/s needs {args.target * gop_pair:.0f} GOP/s of linear layers alone")
     base = None
     print(f"{'kind':<32}{'GOP/s':>9}{'x fp32':>8}{'max pairs/s':>13}")
-    for kind, label in (("fp32", "fp32 MatMul"), ("int8", "int8 MatMulInteger (GEMM only)"),
-                        ("dynamic", "int8 DynamicQuantizeMatMul")):
+    for kind, label in (
+        ("fp32", "fp32 MatMul"),
+        ("int8", "int8 MatMulInteger (GEMM only)"),
+        ("dynamic", "int8 DynamicQuantizeMatMul"),
+    ):
         r = gop_per_s(kind, m, args.threads, args.seconds)
         base = base or r
         print(f"{label:<32}{r:>9.1f}{r / base:>8.2f}{r / gop_pair:>13.1f}")
